@@ -1,0 +1,54 @@
+"""Input checks shared by the public functions: clear errors, never a Numba typing error."""
+
+import numpy as np
+
+FLOATS = (np.float32, np.float64)
+
+
+def as_float(a, name, ndim=None):
+    """Return ``a`` as a float32/float64 ndarray (integers become float64).
+
+    Raises ``TypeError`` for bool, complex, object, float16 and other dtypes and
+    ``ValueError`` when ``ndim`` is given and does not match.
+    """
+    a = np.asarray(a)
+    if a.dtype.kind in "iu":
+        a = a.astype(np.float64)
+    elif a.dtype not in FLOATS:
+        raise TypeError(
+            f"{name} must be float32, float64 or integer, got dtype {a.dtype}"
+        )
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    return a
+
+
+def common_dtype(*arrays):
+    """float32 if every array is float32, else float64 (mixed inputs promote)."""
+    return np.result_type(*arrays)
+
+
+def as_kernel_input(a, dtype):
+    """C-contiguous copy-free-when-possible view of ``a`` in ``dtype`` for a kernel."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def check_chain_axes(g_shape, f_shape, var_shape):
+    """Number of contracted axes, checking that Dg's last ones match Df's first ones."""
+    try:
+        dim = len(var_shape)
+    except TypeError:
+        raise TypeError(f"var_shape must be a tuple of ints, got {var_shape!r}") from None
+    g_shape, f_shape = tuple(g_shape), tuple(f_shape)
+    if dim > len(g_shape) or dim > len(f_shape):
+        raise ValueError(
+            f"chain_rule: var_shape {tuple(var_shape)} has {dim} axes but Dg has shape "
+            f"{g_shape} and Df has shape {f_shape}"
+        )
+    g_axes, f_axes = g_shape[len(g_shape) - dim:], f_shape[:dim]
+    if g_axes != f_axes:
+        raise ValueError(
+            f"chain_rule: the last {dim} axes of Dg {g_shape} are {g_axes} but the "
+            f"first {dim} axes of Df {f_shape} are {f_axes}; they must match"
+        )
+    return dim

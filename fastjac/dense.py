@@ -1,0 +1,257 @@
+"""The lecture's backpropagation with dense Jacobian tensors: the reference.
+
+Every ``D*`` function returns ``(jacobian, var_shape)`` where ``jacobian`` is a
+dense ndarray of shape ``out_shape + in_shape`` and ``var_shape`` is the shape
+of the variable differentiated, exactly as in the lecture. ``chain_rule``
+contracts them with ``np.tensordot``. This module is both the oracle the
+structured module is tested against and the baseline it is benchmarked
+against, so it stays the dense algorithm: the same tensors and contractions.
+
+Differences from the lecture's notebook (none changes a finite value):
+
+* tensors are filled by vectorised indexing instead of Python loops;
+* ``matrix_softmax``/``Dmatrix_softmax`` shift each row by its maximum before
+  ``exp``, so logits past ~709 give the right answer instead of NaN;
+* tensors keep the inputs' floating dtype (float32 stays float32; integers
+  become float64); the notebook always allocated float64.
+
+Kept on purpose (the lecture's quirks):
+
+* ``Db_affine`` returns an ``(N, k, k)`` tensor with ``var_shape = b.shape``
+  (``(1, k)``), so the bias gradient comes out with shape ``(k,)``;
+* ``chain_rule`` uses only ``len(var_shape)``; the lecture passes the shape of
+  the differentiated variable, which has as many axes as the contracted one;
+* ``logit`` is the logistic sigmoid ``1 / (1 + exp(-z))`` (the lecture's name),
+  and ``cross_entropy`` takes ``log(Q)`` directly (``inf`` where ``Q == 0``).
+"""
+
+import numpy as np
+
+from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
+    LineSearchError,
+    LineSearchResult,
+    block_backtracking,
+    block_norm,
+    negate_blocks,
+    random_matrix,
+    update_blocks,
+)
+from fastjac._validate import as_float, check_chain_axes
+
+
+def chain_rule(Dg, Df, var_shape):
+    """Contract the Jacobians of g and f into the Jacobian of g o f.
+
+    ``D(g o f)[i..., j...] = sum_k Dg[i..., k...] Df[k..., j...]`` with ``k``
+    running over the last ``len(var_shape)`` axes of ``Dg`` and the first ones
+    of ``Df``.
+
+    Parameters
+    ----------
+    Dg : ndarray, shape ``out_g + mid``
+    Df : ndarray, shape ``mid + in_f``
+    var_shape : tuple, only ``len(var_shape) == len(mid)`` is used
+
+    Returns
+    -------
+    ndarray, shape ``out_g + in_f``
+
+    See Also
+    --------
+    fastjac.structured.chain_rule : the same contraction on structured Jacobians.
+    """
+    Dg, Df = np.asarray(Dg), np.asarray(Df)
+    dim = check_chain_axes(Dg.shape, Df.shape, var_shape)
+    Dg_axes = list(range(Dg.ndim - dim, Dg.ndim))
+    Df_axes = list(range(dim))
+    return np.tensordot(Dg, Df, axes=(Dg_axes, Df_axes))
+
+
+def DX_affine(X, W, b):
+    """Jacobian of ``X @ W + b`` in ``X``: ``I_N (x) W^T``.
+
+    ``D[a, j, a', i] = [a == a'] W[i, j]``; X (N, d), W (d, k) -> D (N, k, N, d).
+
+    See Also
+    --------
+    fastjac.structured.DX_affine
+    """
+    X, W = as_float(X, "X"), as_float(W, "W")
+    N = X.shape[0]
+    D = np.zeros((N, W.shape[1], N, X.shape[1]), dtype=np.result_type(X, W))
+    rows = np.arange(N)
+    D[rows, :, rows, :] = W.T
+    return D, X.shape
+
+
+def DW_affine(X, W, b):
+    """Jacobian of ``X @ W + b`` in ``W``: ``X (x) I_k``.
+
+    ``D[a, j, i, j'] = X[a, i] [j == j']``; X (N, d), W (d, k) -> D (N, k, d, k).
+
+    See Also
+    --------
+    fastjac.structured.DW_affine
+    """
+    X, W = as_float(X, "X"), as_float(W, "W")
+    k = W.shape[1]
+    D = np.zeros((X.shape[0], k, W.shape[0], k), dtype=np.result_type(X, W))
+    cols = np.arange(k)
+    D[:, cols, :, cols] = X
+    return D, W.shape
+
+
+def Db_affine(X, W, b):
+    """Jacobian of ``X @ W + b`` in ``b``: ``1_N (x) I_k``.
+
+    ``D[a, j, j'] = [j == j']``; X (N, d), W (d, k), b (1, k) -> D (N, k, k),
+    returned with ``var_shape = b.shape`` (the lecture's convention).
+
+    See Also
+    --------
+    fastjac.structured.Db_affine
+    """
+    X, W, b = as_float(X, "X"), as_float(W, "W"), as_float(b, "b")
+    k = b.shape[-1]
+    D = np.zeros((X.shape[0], k, k), dtype=np.result_type(X, W, b))
+    cols = np.arange(k)
+    D[:, cols, cols] = 1
+    return D, b.shape
+
+
+def logit(z):
+    """The logistic sigmoid (the lecture's ``logit``): ``1 / (1 + exp(-z))``, elementwise."""
+    return 1 / (1 + np.exp(-z))
+
+
+def Dlogit(Z):
+    """Jacobian of the elementwise logistic: diagonal ``s(Z) * s(-Z)``.
+
+    ``D[i, j, i', j'] = [i == i'][j == j'] s(Z[i, j]) s(-Z[i, j])``;
+    Z (N, k) -> D (N, k, N, k).
+
+    See Also
+    --------
+    fastjac.structured.Dlogit
+    """
+    Z = as_float(Z, "Z")
+    D = np.zeros(Z.shape + Z.shape, dtype=Z.dtype)
+    A = logit(Z) * logit(-Z)
+    n = Z.size
+    D.reshape(n, n)[np.arange(n), np.arange(n)] = A.ravel()
+    return D, Z.shape
+
+
+def softmax(z):
+    """``exp(z) / sum(exp(z))`` of a vector, shifted by its maximum."""
+    v = np.exp(z - np.max(z))
+    return v / np.sum(v)
+
+
+def matrix_softmax(Z):
+    """Softmax of each row of Z (N, m) -> (N, m)."""
+    Z = as_float(Z, "Z")
+    v = np.exp(Z - np.max(Z, axis=1, keepdims=True))
+    return v / np.sum(v, axis=1, keepdims=True)
+
+
+def Dmatrix_softmax(Z):
+    """Jacobian of the row-wise softmax: one block ``diag(v) - v v^T`` per row.
+
+    ``D[a, i, a', j] = [a == a'] (v[a, i] [i == j] - v[a, i] v[a, j])``,
+    ``v = matrix_softmax(Z)``; Z (N, m) -> D (N, m, N, m).
+
+    See Also
+    --------
+    fastjac.structured.Dmatrix_softmax
+    """
+    Z = as_float(Z, "Z")
+    N, m = Z.shape
+    v = matrix_softmax(Z)
+    D = np.zeros((N, m, N, m), dtype=Z.dtype)
+    rows = np.arange(N)
+    blocks = -v[:, :, None] * v[:, None, :]
+    blocks[:, np.arange(m), np.arange(m)] += v
+    D[rows, :, rows, :] = blocks
+    return D, Z.shape
+
+
+def cross_entropy(P, Q):
+    """Mean cross-entropy ``-sum(P * log(Q)) / N`` of P, Q (N, m) -> scalar."""
+    return -np.sum(P * np.log(Q)) / P.shape[0]
+
+
+def DQcross_entropy(P, Q):
+    """Jacobian of ``cross_entropy(P, Q)`` in Q: ``-P / Q / N``, shape (N, m).
+
+    See Also
+    --------
+    fastjac.structured.DQcross_entropy
+    """
+    return -P * (1 / Q) / P.shape[0], Q.shape
+
+
+def nn_loss_closure(X, Y):
+    """``f(var)``: the network's mean cross-entropy, var = [W1, b1, W2, b2].
+
+    ``cross_entropy(Y, matrix_softmax(logit(X @ W1 + b1) @ W2 + b2))``;
+    X (N, d), Y (N, m), W1 (d, k), b1 (1, k), W2 (k, m), b2 (1, m).
+
+    See Also
+    --------
+    fastjac.structured.nn_loss_closure
+    """
+
+    def f(var):
+        return cross_entropy(Y, matrix_softmax((logit((X @ var[0]) + var[1]) @ var[2]) + var[3]))
+
+    return f
+
+
+def nn_loss_gradient_closure(X, Y):
+    """``df(var) -> [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)]`` by dense chain rule.
+
+    The lecture's gradient code, step by step (bias gradients are (k,), see
+    ``Db_affine``).
+
+    See Also
+    --------
+    fastjac.structured.nn_loss_gradient_closure
+    """
+
+    def df(var):
+        # Activation of first layer
+        Z1 = (X @ var[0]) + var[1]
+        X2 = logit(Z1)
+
+        # Activation of second layer
+        Z2 = (X2 @ var[2]) + var[3]
+        Q = matrix_softmax(Z2)
+
+        # Backpropagation tells us we can immediately contract DQ DZ2
+        D_Q, Qshape = DQcross_entropy(Y, Q)
+        D_Z2, Z2shape = Dmatrix_softmax(Z2)
+        back_prop2 = chain_rule(D_Q, D_Z2, Qshape)
+
+        # Jacobians for phi_2
+        D_X2, X2shape = DX_affine(X2, var[2], var[3])
+        D_W2, W2shape = DW_affine(X2, var[2], var[3])
+        D_b2, b2shape = Db_affine(X2, var[2], var[3])
+
+        # Jacobian for psi_1
+        D_Z1, Z1shape = Dlogit(Z1)
+        back_prop1 = chain_rule(chain_rule(back_prop2, D_X2, X2shape), D_Z1, Z1shape)
+
+        # Jacobians for phi_1
+        D_W1, W1shape = DW_affine(X, var[0], var[1])
+        D_b1, b1shape = Db_affine(X, var[0], var[1])
+
+        # Compute all the gradients
+        W1grad = chain_rule(back_prop1, D_W1, W1shape)
+        b1grad = chain_rule(back_prop1, D_b1, b1shape)
+        W2grad = chain_rule(back_prop2, D_W2, W2shape)
+        b2grad = chain_rule(back_prop2, D_b2, b2shape)
+
+        return [W1grad, b1grad, W2grad, b2grad]
+
+    return df

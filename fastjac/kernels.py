@@ -1,0 +1,174 @@
+"""Numba kernels for structured Jacobians: arrays in, arrays out, loops only.
+
+Wrappers (in ``fastjac.jacobians``) validate, make inputs C-contiguous in one
+float dtype and allocate outputs; kernels never check anything. Naming:
+
+* ``*_vjp``: a dense cotangent batch ``G`` (B, out...) times the Jacobian,
+  giving (B, in...). This is ``chain_rule(dense, structured)``.
+* ``*_jvp``: the Jacobian times a dense ``F`` (in..., R), giving (out..., R).
+  This is ``chain_rule(structured, dense)``.
+
+Shapes use N rows, p/q block sizes, d inputs and k outputs of an affine map.
+"""
+
+import numpy as np
+from numba import prange
+
+from fastjac._jit import kernel
+
+
+# --- building Jacobian data ---------------------------------------------------
+
+@kernel
+def logistic(z, out):
+    """out = 1 / (1 + exp(-z)) without overflow, z and out flat (n,)."""
+    for i in range(z.size):
+        zi = z[i]
+        if zi >= 0:
+            out[i] = 1 / (1 + np.exp(-zi))
+        else:
+            e = np.exp(zi)
+            out[i] = e / (1 + e)
+
+
+@kernel
+def logistic_derivative(z, out):
+    """out = s(z) s(-z) = e / (1 + e)^2 with e = exp(-|z|); z and out flat (n,)."""
+    for i in range(z.size):
+        e = np.exp(-abs(z[i]))
+        out[i] = e / ((1 + e) * (1 + e))
+
+
+@kernel
+def softmax_rows(Z, V):
+    """V[a] = exp(Z[a] - max Z[a]) / sum(...), row by row; Z, V (N, m)."""
+    N, m = Z.shape
+    for a in range(N):
+        mx = Z[a, 0]
+        for j in range(1, m):
+            mx = max(mx, Z[a, j])
+        s = 0.0
+        for j in range(m):
+            V[a, j] = np.exp(Z[a, j] - mx)
+            s += V[a, j]
+        for j in range(m):
+            V[a, j] = V[a, j] / s
+
+
+@kernel
+def softmax_blocks(V, B):
+    """B[a] = diag(V[a]) - V[a] V[a]^T; V (N, m), B (N, m, m)."""
+    N, m = V.shape
+    for a in range(N):
+        for i in range(m):
+            for j in range(m):
+                B[a, i, j] = -V[a, i] * V[a, j]
+            B[a, i, i] += V[a, i]
+
+
+# --- dense cotangents times structured Jacobians (chain_rule(dense, J)) -------
+
+@kernel
+def diagonal_vjp(G, d, out):
+    """out[b, i] = G[b, i] d[i]; G, out (B, n), d (n,)."""
+    B, n = G.shape
+    for b in range(B):
+        for i in range(n):
+            out[b, i] = G[b, i] * d[i]
+
+
+@kernel
+def block_diagonal_vjp(G, blocks, out):
+    """out[b, a, j] = sum_i G[b, a, i] blocks[a, i, j]; G (B, N, p), blocks (N, p, q)."""
+    B, N, p = G.shape
+    q = blocks.shape[2]
+    for b in range(B):
+        for a in range(N):
+            for j in range(q):
+                out[b, a, j] = 0
+            for i in range(p):
+                g = G[b, a, i]
+                for j in range(q):
+                    out[b, a, j] += g * blocks[a, i, j]
+
+
+@kernel
+def kron_iw_vjp(G, W):
+    """(I (x) W^T) from the left: G (B*N, k) @ W^T -> (B*N, d); W (d, k)."""
+    return np.dot(G, W.T.copy())
+
+
+@kernel
+def kron_xi_vjp(G, X, out):
+    """(X (x) I) from the left: out[b] = X^T G[b]; G (B, N, k), X (N, d), out (B, d, k)."""
+    Xt = X.T.copy()
+    for b in range(G.shape[0]):
+        out[b] = np.dot(Xt, G[b])
+
+
+@kernel
+def ones_kron_vjp(G, out):
+    """(1 (x) I) from the left: out[b, j] = sum_a G[b, a, j]; G (B, N, k), out (B, k)."""
+    B, N, k = G.shape
+    for b in range(B):
+        for j in range(k):
+            out[b, j] = 0
+        for a in range(N):
+            for j in range(k):
+                out[b, j] += G[b, a, j]
+
+
+# --- structured Jacobians times dense tensors (chain_rule(J, dense)) ----------
+
+@kernel
+def diagonal_jvp(d, F, out):
+    """out[i, r] = d[i] F[i, r]; d (n,), F, out (n, R)."""
+    n, R = F.shape
+    for i in range(n):
+        for r in range(R):
+            out[i, r] = d[i] * F[i, r]
+
+
+@kernel
+def block_diagonal_jvp(blocks, F, out):
+    """out[a] = blocks[a] @ F[a]; blocks (N, p, q), F (N, q, R), out (N, p, R)."""
+    N, p, q = blocks.shape
+    R = F.shape[2]
+    for a in range(N):
+        for i in range(p):
+            for r in range(R):
+                out[a, i, r] = 0
+            for j in range(q):
+                c = blocks[a, i, j]
+                for r in range(R):
+                    out[a, i, r] += c * F[a, j, r]
+
+
+@kernel
+def kron_iw_jvp(W, F, out):
+    """out[a] = W^T F[a]; W (d, k), F (N, d, R), out (N, k, R)."""
+    Wt = W.T.copy()
+    for a in range(F.shape[0]):
+        out[a] = np.dot(Wt, F[a])
+
+
+@kernel
+def kron_xi_jvp(X, F):
+    """(X (x) I) F = X @ F; X (N, d), F (d, k*R) -> (N, k*R)."""
+    return np.dot(X, F)
+
+
+# --- structured times structured, where the product stays structured ----------
+
+@kernel
+def block_diagonal_product(A, B, out):
+    """out[a] = A[a] @ B[a]; A (N, p, q), B (N, q, r), out (N, p, r)."""
+    N, p, q = A.shape
+    r = B.shape[2]
+    for a in range(N):
+        for i in range(p):
+            for j in range(r):
+                s = 0.0
+                for l in range(q):
+                    s += A[a, i, l] * B[a, l, j]
+                out[a, i, j] = s

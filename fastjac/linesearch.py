@@ -1,0 +1,177 @@
+"""Block Armijo backtracking and the lecture's helpers for lists of parameter blocks.
+
+These functions do not depend on how Jacobians are stored, so ``fastjac.dense``
+and ``fastjac.structured`` export the very same objects.
+"""
+
+import math
+
+import numpy as np
+import numpy.random as rd
+
+
+class LineSearchError(ValueError):
+    """The line search cannot make progress (non-finite start, no descent, too many trials)."""
+
+
+class LineSearchResult(tuple):
+    """``(x, fx)`` as the lecture returns it, plus ``.t`` (accepted step) and ``.nfev``.
+
+    It unpacks as two values, so ``x, fx = block_backtracking(...)`` works as in
+    the lecture, while ``res.t`` and ``res.nfev`` give the step and the number
+    of evaluations of ``f`` (including ``f(x0)``).
+    """
+
+    def __new__(cls, x, fx, t, nfev):
+        self = super().__new__(cls, (x, fx))
+        self.t, self.nfev = t, nfev
+        return self
+
+    x = property(lambda self: self[0])
+    fx = property(lambda self: self[1])
+
+    def __repr__(self):
+        return f"LineSearchResult(fx={self.fx!r}, t={self.t!r}, nfev={self.nfev})"
+
+
+def _check_blocks(x, y, xname, yname):
+    if len(x) != len(y):
+        raise ValueError(f"{xname} has {len(x)} blocks but {yname} has {len(y)}")
+    for i, (a, b) in enumerate(zip(x, y)):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(
+                f"block {i}: {xname}[{i}] has shape {np.shape(a)} but {yname}[{i}] "
+                f"has shape {np.shape(b)}"
+            )
+
+
+def update_blocks(x, y, t):
+    """``[x_i + t * y_i]`` for two lists of equally shaped blocks (new arrays)."""
+    _check_blocks(x, y, "x", "y")
+    return [xi + t * yi for xi, yi in zip(x, y)]
+
+
+def negate_blocks(x):
+    """``[-x_i]``: the descent direction from a list of gradient blocks."""
+    return [-xi for xi in x]
+
+
+def block_norm(x):
+    """Euclidean norm of all blocks together: ``sqrt(sum_i ||x_i||^2)``."""
+    return np.sqrt(sum(np.sum(np.asarray(xi) ** 2) for xi in x))
+
+
+def block_dot(x, y):
+    """``sum_i <x_i, y_i>`` over lists of equally shaped blocks."""
+    return sum(np.sum(xi * yi) for xi, yi in zip(x, y))
+
+
+def random_matrix(shape, sigma=0.1):
+    """``sigma * randn`` of a 2-D ``shape`` from numpy's global generator (the lecture's init)."""
+    return np.reshape(sigma * rd.randn(shape[0] * shape[1]), shape)
+
+
+def default_max_iter(beta):
+    """Trials until ``beta**i`` falls below float64 epsilon: past that ``x0 + t dx`` is ``x0``."""
+    return math.ceil(math.log(np.finfo(np.float64).eps) / math.log(beta)) + 1
+
+
+def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
+                       max_iter=None, plot_file=None):
+    """Armijo backtracking along ``dx`` over blocks of variables (the lecture's).
+
+    Accept the first ``t = beta**i`` with ``f(x0 + t dx) <= f(x0) + t alpha <dx, df0>``
+    and ``f(x0 + t dx)`` finite.
+
+    Parameters
+    ----------
+    x0, dx, df0 : lists of ndarrays, the same shapes block by block
+        Start point, direction and gradient at ``x0``.
+    f : callable, list of blocks -> float
+    alpha : float in (0, 1), sufficient-decrease factor
+    beta : float in (0, 1), step shrink factor
+    verbose : bool
+        Print ``(t, delta)`` and plot ``f`` near ``x0`` as the lecture does
+        (needs matplotlib; without a display the plot is saved to ``plot_file``
+        or ``block_backtracking.png`` and the path printed).
+    max_iter : int, optional (keyword-only)
+        Most trial steps. Default: enough for ``beta**i`` to fall below float64
+        epsilon (53 for beta=0.5), beyond which the trial point no longer moves.
+    plot_file : str, optional (keyword-only)
+        Where to save the verbose plot.
+
+    Returns
+    -------
+    LineSearchResult
+        Unpacks as ``(x, fx)``; also has ``.t`` and ``.nfev``.
+
+    Raises
+    ------
+    LineSearchError
+        If ``f(x0)`` is not finite, ``dx`` is not a descent direction
+        (``<dx, df0> >= 0`` or NaN), or no step is accepted in ``max_iter`` trials.
+    """
+    _check_blocks(x0, dx, "x0", "dx")
+    _check_blocks(x0, df0, "x0", "df0")
+    if not (0 < alpha < 1 and 0 < beta < 1):
+        raise ValueError(f"alpha and beta must lie in (0, 1), got alpha={alpha}, beta={beta}")
+    if max_iter is None:
+        max_iter = default_max_iter(beta)
+    elif int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+
+    slope = block_dot(dx, df0)
+    if not slope < 0:
+        raise LineSearchError(
+            f"dx is not a descent direction: <dx, df0> = {slope!r} must be negative"
+        )
+    delta = alpha * slope
+
+    f0 = f(x0)
+    if not np.isfinite(f0):
+        raise LineSearchError(f"f(x0) is not finite ({f0!r}); no step can satisfy Armijo")
+
+    t = 1.0
+    for trial in range(1, max_iter + 1):
+        x = update_blocks(x0, dx, t)
+        fx = f(x)
+        if np.isfinite(fx) and fx <= f0 + t * delta:
+            break
+        t = beta * t
+    else:
+        raise LineSearchError(
+            f"no step accepted in max_iter={max_iter} trials (last t={t / beta:.3g}, "
+            f"f(x0)={f0!r}, last f={fx!r})"
+        )
+
+    if verbose:
+        print((t, delta))
+        _plot_line(x0, f, dx, f0, delta, alpha, plot_file)
+
+    return LineSearchResult(x, fx, t, trial + 1)
+
+
+def _plot_line(x0, f, dx, f0, delta, alpha, plot_file):
+    """The lecture's verbose plot: f, the Armijo line and the tangent near t = 0."""
+    try:
+        import matplotlib
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            "verbose=True plots with matplotlib: pip install 'fastjac[plot]'"
+        ) from exc
+    s = np.linspace(-1e-5, 1e-5, 64)
+    fs = np.array([f(update_blocks(x0, dx, si)) for si in s])
+    fig, ax = plt.subplots()
+    ax.plot(s, fs)
+    ax.plot(s, f0 + s * delta, "--")
+    ax.plot(s, f0 + s * delta / alpha, ".")
+    ax.scatter([0], [f0])
+    interactive = matplotlib.get_backend().lower() not in {"agg", "pdf", "svg", "ps", "cairo", "template"}
+    if plot_file is None and interactive:
+        plt.show()
+    else:
+        path = plot_file or "block_backtracking.png"
+        fig.savefig(path)
+        print(f"line-search plot saved to {path}")
+    plt.close(fig)

@@ -1,0 +1,247 @@
+"""The lecture's backpropagation with structured Jacobians: same names, same signatures.
+
+Every ``D*`` returns ``(jacobian, var_shape)`` as in ``fastjac.dense``, but the
+jacobian is a structured object (``fastjac.jacobians``) holding O(N) data, and
+``chain_rule`` contracts it with a fused kernel instead of ``np.tensordot``.
+``J.to_dense()`` gives exactly the dense reference's tensor.
+"""
+
+import numpy as np
+
+from fastjac import fused, kernels
+from fastjac._validate import as_float
+from fastjac.chain import chain_rule  # noqa: F401
+from fastjac.jacobians import BlockDiagonal, Diagonal, KronIW, KronOneI, KronXI
+from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
+    LineSearchError,
+    LineSearchResult,
+    block_backtracking,
+    block_norm,
+    negate_blocks,
+    random_matrix,
+    update_blocks,
+)
+
+
+def _affine_args(X, W, b):
+    """Validate ``X @ W + b``: X (N, d), W (d, k), b (1, k) or (k,)."""
+    X, W, b = as_float(X, "X", 2), as_float(W, "W", 2), as_float(b, "b")
+    if W.shape[0] != X.shape[1]:
+        raise ValueError(f"X @ W: X has shape {X.shape} but W has shape {W.shape}; "
+                         f"W needs {X.shape[1]} rows")
+    if b.shape not in ((1, W.shape[1]), (W.shape[1],)):
+        raise ValueError(f"b must have shape (1, {W.shape[1]}) or ({W.shape[1]},) to match "
+                         f"W of shape {W.shape}, got {b.shape}")
+    return X, W, b
+
+
+def DX_affine(X, W, b):
+    """Jacobian of ``X @ W + b`` in X: ``KronIW`` = ``I_N (x) W^T``, storing W.
+
+    X (N, d), W (d, k) -> dense shape (N, k, N, d); returns ``(J, X.shape)``.
+
+    See Also
+    --------
+    fastjac.dense.DX_affine
+    """
+    X, W, b = _affine_args(X, W, b)
+    return KronIW(W.astype(np.result_type(X, W), copy=False), X.shape[0]), X.shape
+
+
+def DW_affine(X, W, b):
+    """Jacobian of ``X @ W + b`` in W: ``KronXI`` = ``X (x) I_k``, storing X.
+
+    X (N, d), W (d, k) -> dense shape (N, k, d, k); returns ``(J, W.shape)``.
+
+    See Also
+    --------
+    fastjac.dense.DW_affine
+    """
+    X, W, b = _affine_args(X, W, b)
+    return KronXI(X.astype(np.result_type(X, W), copy=False), W.shape[1]), W.shape
+
+
+def Db_affine(X, W, b):
+    """Jacobian of ``X @ W + b`` in b: ``KronOneI`` = ``1_N (x) I_k``, storing its shape.
+
+    X (N, d), W (d, k), b (1, k) -> dense shape (N, k, k); returns ``(J, b.shape)``.
+
+    See Also
+    --------
+    fastjac.dense.Db_affine
+    """
+    X, W, b = _affine_args(X, W, b)
+    return KronOneI(X.shape[0], W.shape[1], np.result_type(X, W, b)), b.shape
+
+
+def logit(z):
+    """The logistic sigmoid ``1 / (1 + exp(-z))``, elementwise, without overflow.
+
+    See Also
+    --------
+    fastjac.dense.logit
+    """
+    z = as_float(z, "z")
+    zc = np.ascontiguousarray(z)
+    out = np.empty_like(zc)
+    kernels.logistic(zc.ravel(), out.ravel())
+    return out
+
+
+def Dlogit(Z):
+    """Jacobian of the elementwise logistic: ``Diagonal(s(Z) s(-Z))``, storing (N, k).
+
+    Z (N, k) -> dense shape (N, k, N, k); returns ``(J, Z.shape)``.
+
+    See Also
+    --------
+    fastjac.dense.Dlogit
+    """
+    Z = np.ascontiguousarray(as_float(Z, "Z"))
+    A = np.empty_like(Z)
+    kernels.logistic_derivative(Z.ravel(), A.ravel())
+    return Diagonal(A), Z.shape
+
+
+def softmax(z):
+    """``exp(z) / sum(exp(z))`` of a vector, shifted by its maximum.
+
+    See Also
+    --------
+    fastjac.dense.softmax
+    """
+    return matrix_softmax(as_float(z, "z", 1)[None, :])[0]
+
+
+def matrix_softmax(Z):
+    """Softmax of each row, shifted by the row maximum: Z (N, m) -> (N, m).
+
+    See Also
+    --------
+    fastjac.dense.matrix_softmax
+    """
+    Z = np.ascontiguousarray(as_float(Z, "Z", 2))
+    V = np.empty_like(Z)
+    kernels.softmax_rows(Z, V)
+    return V
+
+
+def Dmatrix_softmax(Z):
+    """Jacobian of the row-wise softmax: ``BlockDiagonal`` of ``diag(v) - v v^T`` per row.
+
+    Z (N, m) -> blocks (N, m, m), dense shape (N, m, N, m); returns ``(J, Z.shape)``.
+
+    See Also
+    --------
+    fastjac.dense.Dmatrix_softmax
+    """
+    V = matrix_softmax(Z)
+    blocks = np.empty(V.shape + V.shape[1:], dtype=V.dtype)
+    kernels.softmax_blocks(V, blocks)
+    return BlockDiagonal(blocks), V.shape
+
+
+def cross_entropy(P, Q):
+    """Mean cross-entropy ``-sum(P * log(Q)) / N`` of P, Q (N, m) -> scalar.
+
+    See Also
+    --------
+    fastjac.dense.cross_entropy
+    """
+    return -np.sum(P * np.log(Q)) / P.shape[0]
+
+
+def DQcross_entropy(P, Q):
+    """Jacobian of ``cross_entropy(P, Q)`` in Q: the dense (N, m) array ``-P / Q / N``.
+
+    It is already O(N), so it stays an ndarray. Returns ``(D, Q.shape)``.
+
+    See Also
+    --------
+    fastjac.dense.DQcross_entropy
+    """
+    return -P * (1 / Q) / P.shape[0], Q.shape
+
+
+def _network_args(X, Y, var):
+    """Validate the network's data and blocks; return them contiguous in one dtype."""
+    X, Y = as_float(X, "X", 2), as_float(Y, "Y", 2)
+    if Y.shape[0] != X.shape[0]:
+        raise ValueError(f"X and Y must have the same number of rows, got X {X.shape} and Y {Y.shape}")
+    if len(var) != 4:
+        raise ValueError(f"var must be the 4 blocks [W1, b1, W2, b2], got {len(var)} blocks")
+    W1, b1, W2, b2 = (as_float(v, n) for v, n in zip(var, ("W1", "b1", "W2", "b2")))
+    _affine_args(X, W1, b1)
+    _affine_args(np.empty((0, W1.shape[1])), W2, b2)
+    if W2.shape[1] != Y.shape[1]:
+        raise ValueError(f"W2 has shape {W2.shape} but Y has {Y.shape[1]} columns")
+    dtype = np.result_type(X, Y, W1, b1, W2, b2)
+    c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+    return c(X), c(Y), c(W1), c(b1).ravel(), c(W2), c(b2).ravel()
+
+
+def nn_loss_closure(X, Y):
+    """``f(var)``: the network's mean cross-entropy by a fused Numba kernel.
+
+    ``cross_entropy(Y, matrix_softmax(logit(X @ W1 + b1) @ W2 + b2))`` taken
+    through log-softmax; var = [W1 (d, k), b1 (1, k), W2 (k, m), b2 (1, m)].
+
+    See Also
+    --------
+    fastjac.dense.nn_loss_closure
+    """
+
+    def f(var):
+        return float(fused.nn_loss(*_network_args(X, Y, var)))
+
+    return f
+
+
+def nn_loss_gradient_closure(X, Y):
+    """``df(var) -> [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)]`` by structured chain rule.
+
+    The lecture's gradient code line for line; each ``D_*`` is structured and
+    each ``chain_rule`` a fused contraction, so memory stays O(N (d + k + m)).
+
+    See Also
+    --------
+    fastjac.dense.nn_loss_gradient_closure
+    """
+
+    def df(var):
+        _network_args(X, Y, var)
+        # Activation of first layer
+        Z1 = (X @ var[0]) + var[1]
+        X2 = logit(Z1)
+
+        # Activation of second layer
+        Z2 = (X2 @ var[2]) + var[3]
+        Q = matrix_softmax(Z2)
+
+        # Backpropagation tells us we can immediately contract DQ DZ2
+        D_Q, Qshape = DQcross_entropy(Y, Q)
+        D_Z2, Z2shape = Dmatrix_softmax(Z2)
+        back_prop2 = chain_rule(D_Q, D_Z2, Qshape)
+
+        # Jacobians for phi_2
+        D_X2, X2shape = DX_affine(X2, var[2], var[3])
+        D_W2, W2shape = DW_affine(X2, var[2], var[3])
+        D_b2, b2shape = Db_affine(X2, var[2], var[3])
+
+        # Jacobian for psi_1
+        D_Z1, Z1shape = Dlogit(Z1)
+        back_prop1 = chain_rule(chain_rule(back_prop2, D_X2, X2shape), D_Z1, Z1shape)
+
+        # Jacobians for phi_1
+        D_W1, W1shape = DW_affine(X, var[0], var[1])
+        D_b1, b1shape = Db_affine(X, var[0], var[1])
+
+        # Compute all the gradients
+        W1grad = chain_rule(back_prop1, D_W1, W1shape)
+        b1grad = chain_rule(back_prop1, D_b1, b1shape)
+        W2grad = chain_rule(back_prop2, D_W2, W2shape)
+        b2grad = chain_rule(back_prop2, D_b2, b2shape)
+
+        return [W1grad, b1grad, W2grad, b2grad]
+
+    return df
