@@ -52,3 +52,15 @@ def check_chain_axes(g_shape, f_shape, var_shape):
             f"first {dim} axes of Df {f_shape} are {f_axes}; they must match"
         )
     return dim
+
+
+def check_affine(X, W, b):
+    """Validate ``X @ W + b``: X (N, d), W (d, k), b (1, k) or (k,); return them as floats."""
+    X, W, b = as_float(X, "X", 2), as_float(W, "W", 2), as_float(b, "b")
+    if W.shape[0] != X.shape[1]:
+        raise ValueError(f"X @ W: X has shape {X.shape} but W has shape {W.shape}; "
+                         f"W needs {X.shape[1]} rows")
+    if b.shape not in ((1, W.shape[1]), (W.shape[1],)):
+        raise ValueError(f"b must have shape (1, {W.shape[1]}) or ({W.shape[1]},) to match "
+                         f"W of shape {W.shape}, got {b.shape}")
+    return X, W, b

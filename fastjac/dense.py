@@ -36,7 +36,7 @@ from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
     random_matrix,
     update_blocks,
 )
-from fastjac._validate import as_float, check_chain_axes
+from fastjac._validate import as_float, check_affine, check_chain_axes
 
 
 def chain_rule(Dg, Df, var_shape):
@@ -76,7 +76,7 @@ def DX_affine(X, W, b):
     --------
     fastjac.structured.DX_affine
     """
-    X, W = as_float(X, "X"), as_float(W, "W")
+    X, W, b = check_affine(X, W, b)
     N = X.shape[0]
     D = np.zeros((N, W.shape[1], N, X.shape[1]), dtype=np.result_type(X, W))
     rows = np.arange(N)
@@ -93,7 +93,7 @@ def DW_affine(X, W, b):
     --------
     fastjac.structured.DW_affine
     """
-    X, W = as_float(X, "X"), as_float(W, "W")
+    X, W, b = check_affine(X, W, b)
     k = W.shape[1]
     D = np.zeros((X.shape[0], k, W.shape[0], k), dtype=np.result_type(X, W))
     cols = np.arange(k)
@@ -105,18 +105,20 @@ def Db_affine(X, W, b):
     """Jacobian of ``X @ W + b`` in ``b``: ``1_N (x) I_k``.
 
     ``D[a, j, j'] = [j == j']``; X (N, d), W (d, k), b (1, k) -> D (N, k, k),
-    returned with ``var_shape = b.shape`` (the lecture's convention).
+    returned with ``var_shape = (1, k)``: the lecture's ``b.shape``. A bias of
+    shape (k,) is accepted too and gets the same ``var_shape``, because
+    ``chain_rule`` contracts ``len(var_shape)`` = 2 axes, the (N, k) output.
 
     See Also
     --------
     fastjac.structured.Db_affine
     """
-    X, W, b = as_float(X, "X"), as_float(W, "W"), as_float(b, "b")
-    k = b.shape[-1]
+    X, W, b = check_affine(X, W, b)
+    k = W.shape[1]
     D = np.zeros((X.shape[0], k, k), dtype=np.result_type(X, W, b))
     cols = np.arange(k)
     D[:, cols, cols] = 1
-    return D, b.shape
+    return D, (1, k)
 
 
 def logit(z):

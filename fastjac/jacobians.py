@@ -79,6 +79,17 @@ class Jacobian:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, nbytes={self.nbytes})"
 
 
+def _set_array(obj, name, ndim):
+    """Validate and store ``obj.name`` as a float ndarray of ``ndim`` dims (frozen dataclass)."""
+    object.__setattr__(obj, name, as_float(getattr(obj, name), name, ndim))
+
+
+def _check_count(value, name):
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def _csr(data, indices, indptr, shape):
     return sp.csr_matrix((np.ravel(data), np.ravel(indices), indptr), shape=shape)
 
@@ -98,6 +109,9 @@ class Diagonal(Jacobian):
     """
 
     values: np.ndarray
+
+    def __post_init__(self):
+        _set_array(self, "values", None)
 
     out_shape = property(lambda self: self.values.shape)
     in_shape = property(lambda self: self.values.shape)
@@ -138,6 +152,9 @@ class BlockDiagonal(Jacobian):
 
     blocks: np.ndarray
 
+    def __post_init__(self):
+        _set_array(self, "blocks", 3)
+
     out_shape = property(lambda self: self.blocks.shape[:2])
     in_shape = property(lambda self: (self.blocks.shape[0], self.blocks.shape[2]))
     dtype = property(lambda self: self.blocks.dtype)
@@ -175,6 +192,10 @@ class KronIW(Jacobian):
     W: np.ndarray
     N: int
 
+    def __post_init__(self):
+        _set_array(self, "W", 2)
+        object.__setattr__(self, "N", _check_count(self.N, "N"))
+
     out_shape = property(lambda self: (self.N, self.W.shape[1]))
     in_shape = property(lambda self: (self.N, self.W.shape[0]))
     dtype = property(lambda self: self.W.dtype)
@@ -210,6 +231,10 @@ class KronXI(Jacobian):
 
     X: np.ndarray
     k: int
+
+    def __post_init__(self):
+        _set_array(self, "X", 2)
+        object.__setattr__(self, "k", _check_count(self.k, "k"))
 
     out_shape = property(lambda self: (self.X.shape[0], self.k))
     in_shape = property(lambda self: (self.X.shape[1], self.k))
@@ -253,6 +278,14 @@ class KronOneI(Jacobian):
     k: int
     dtype: np.dtype = np.dtype(np.float64)
 
+    def __post_init__(self):
+        object.__setattr__(self, "N", _check_count(self.N, "N"))
+        object.__setattr__(self, "k", _check_count(self.k, "k"))
+        dtype = np.dtype(self.dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        object.__setattr__(self, "dtype", dtype)
+
     out_shape = property(lambda self: (self.N, self.k))
     in_shape = property(lambda self: (self.k,))
 
@@ -286,6 +319,11 @@ class Composed(Jacobian):
 
     outer: Jacobian
     inner: Jacobian
+
+    def __post_init__(self):
+        if self.outer.in_shape != self.inner.out_shape:
+            raise ValueError(f"cannot compose: outer Jacobian {self.outer.shape} takes input "
+                             f"{self.outer.in_shape} but inner {self.inner.shape} gives {self.inner.out_shape}")
 
     out_shape = property(lambda self: self.outer.out_shape)
     in_shape = property(lambda self: self.inner.in_shape)

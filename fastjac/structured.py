@@ -9,7 +9,7 @@ jacobian is a structured object (``fastjac.jacobians``) holding O(N) data, and
 import numpy as np
 
 from fastjac import fused, kernels
-from fastjac._validate import as_float
+from fastjac._validate import as_float, check_affine
 from fastjac.chain import chain_rule  # noqa: F401
 from fastjac.jacobians import BlockDiagonal, Diagonal, KronIW, KronOneI, KronXI
 from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
@@ -23,18 +23,6 @@ from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
 )
 
 
-def _affine_args(X, W, b):
-    """Validate ``X @ W + b``: X (N, d), W (d, k), b (1, k) or (k,)."""
-    X, W, b = as_float(X, "X", 2), as_float(W, "W", 2), as_float(b, "b")
-    if W.shape[0] != X.shape[1]:
-        raise ValueError(f"X @ W: X has shape {X.shape} but W has shape {W.shape}; "
-                         f"W needs {X.shape[1]} rows")
-    if b.shape not in ((1, W.shape[1]), (W.shape[1],)):
-        raise ValueError(f"b must have shape (1, {W.shape[1]}) or ({W.shape[1]},) to match "
-                         f"W of shape {W.shape}, got {b.shape}")
-    return X, W, b
-
-
 def DX_affine(X, W, b):
     """Jacobian of ``X @ W + b`` in X: ``KronIW`` = ``I_N (x) W^T``, storing W.
 
@@ -44,7 +32,7 @@ def DX_affine(X, W, b):
     --------
     fastjac.dense.DX_affine
     """
-    X, W, b = _affine_args(X, W, b)
+    X, W, b = check_affine(X, W, b)
     return KronIW(W.astype(np.result_type(X, W), copy=False), X.shape[0]), X.shape
 
 
@@ -57,21 +45,22 @@ def DW_affine(X, W, b):
     --------
     fastjac.dense.DW_affine
     """
-    X, W, b = _affine_args(X, W, b)
+    X, W, b = check_affine(X, W, b)
     return KronXI(X.astype(np.result_type(X, W), copy=False), W.shape[1]), W.shape
 
 
 def Db_affine(X, W, b):
     """Jacobian of ``X @ W + b`` in b: ``KronOneI`` = ``1_N (x) I_k``, storing its shape.
 
-    X (N, d), W (d, k), b (1, k) -> dense shape (N, k, k); returns ``(J, b.shape)``.
+    X (N, d), W (d, k), b (1, k) or (k,) -> dense shape (N, k, k); returns
+    ``(J, (1, k))`` (the lecture's ``b.shape``, for either shape of b).
 
     See Also
     --------
     fastjac.dense.Db_affine
     """
-    X, W, b = _affine_args(X, W, b)
-    return KronOneI(X.shape[0], W.shape[1], np.result_type(X, W, b)), b.shape
+    X, W, b = check_affine(X, W, b)
+    return KronOneI(X.shape[0], W.shape[1], np.result_type(X, W, b)), (1, W.shape[1])
 
 
 def logit(z):
@@ -171,8 +160,8 @@ def _network_args(X, Y, var):
     if len(var) != 4:
         raise ValueError(f"var must be the 4 blocks [W1, b1, W2, b2], got {len(var)} blocks")
     W1, b1, W2, b2 = (as_float(v, n) for v, n in zip(var, ("W1", "b1", "W2", "b2")))
-    _affine_args(X, W1, b1)
-    _affine_args(np.empty((0, W1.shape[1])), W2, b2)
+    check_affine(X, W1, b1)
+    check_affine(np.empty((0, W1.shape[1])), W2, b2)
     if W2.shape[1] != Y.shape[1]:
         raise ValueError(f"W2 has shape {W2.shape} but Y has {Y.shape[1]} columns")
     dtype = np.result_type(X, Y, W1, b1, W2, b2)
