@@ -54,13 +54,20 @@ def check_chain_axes(g_shape, f_shape, var_shape):
     return dim
 
 
-def check_affine(X, W, b):
+def check_affine(X, W, b, names=("X", "W", "b")):
     """Validate ``X @ W + b``: X (N, d), W (d, k), b (1, k) or (k,); return them as floats."""
-    X, W, b = as_float(X, "X", 2), as_float(W, "W", 2), as_float(b, "b")
+    nX, nW, nb = names
+    X, W = as_float(X, nX, 2), as_float(W, nW, 2)
     if W.shape[0] != X.shape[1]:
-        raise ValueError(f"X @ W: X has shape {X.shape} but W has shape {W.shape}; "
-                         f"W needs {X.shape[1]} rows")
+        raise ValueError(f"{nX} @ {nW}: {nX} has shape {X.shape} but {nW} has shape {W.shape}; "
+                         f"{nW} needs {X.shape[1]} rows")
+    return X, W, check_bias(b, W, nb, nW)
+
+
+def check_bias(b, W, nb="b", nW="W"):
+    """A bias of shape (1, k) (the lecture's) or (k,) for W (d, k)."""
+    b = as_float(b, nb)
     if b.shape not in ((1, W.shape[1]), (W.shape[1],)):
-        raise ValueError(f"b must have shape (1, {W.shape[1]}) or ({W.shape[1]},) to match "
-                         f"W of shape {W.shape}, got {b.shape}")
-    return X, W, b
+        raise ValueError(f"{nb} must have shape (1, {W.shape[1]}) or ({W.shape[1]},) to match "
+                         f"{nW} of shape {W.shape}, got {b.shape}")
+    return b

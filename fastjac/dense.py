@@ -136,7 +136,7 @@ def Dlogit(Z):
     --------
     fastjac.structured.Dlogit
     """
-    Z = as_float(Z, "Z")
+    Z = as_float(Z, "Z", 2)
     D = np.zeros(Z.shape + Z.shape, dtype=Z.dtype)
     A = logit(Z) * logit(-Z)
     n = Z.size
@@ -152,7 +152,7 @@ def softmax(z):
 
 def matrix_softmax(Z):
     """Softmax of each row of Z (N, m) -> (N, m)."""
-    Z = as_float(Z, "Z")
+    Z = as_float(Z, "Z", 2)
     v = np.exp(Z - np.max(Z, axis=1, keepdims=True))
     return v / np.sum(v, axis=1, keepdims=True)
 
@@ -167,7 +167,7 @@ def Dmatrix_softmax(Z):
     --------
     fastjac.structured.Dmatrix_softmax
     """
-    Z = as_float(Z, "Z")
+    Z = as_float(Z, "Z", 2)
     N, m = Z.shape
     v = matrix_softmax(Z)
     D = np.zeros((N, m, N, m), dtype=Z.dtype)

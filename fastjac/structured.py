@@ -9,7 +9,7 @@ jacobian is a structured object (``fastjac.jacobians``) holding O(N) data, and
 import numpy as np
 
 from fastjac import fused, kernels
-from fastjac._validate import as_float, check_affine
+from fastjac._validate import as_float, check_affine, check_bias
 from fastjac.chain import chain_rule  # noqa: F401
 from fastjac.jacobians import BlockDiagonal, Diagonal, KronIW, KronOneI, KronXI
 from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
@@ -86,7 +86,7 @@ def Dlogit(Z):
     --------
     fastjac.dense.Dlogit
     """
-    Z = np.ascontiguousarray(as_float(Z, "Z"))
+    Z = np.ascontiguousarray(as_float(Z, "Z", 2))
     A = np.empty_like(Z)
     kernels.logistic_derivative(Z.ravel(), A.ravel())
     return Diagonal(A), Z.shape
@@ -157,11 +157,17 @@ def _network_args(X, Y, var):
     X, Y = as_float(X, "X", 2), as_float(Y, "Y", 2)
     if Y.shape[0] != X.shape[0]:
         raise ValueError(f"X and Y must have the same number of rows, got X {X.shape} and Y {Y.shape}")
+    if X.shape[0] == 0:
+        raise ValueError("X and Y have no rows (N=0): the mean cross-entropy is undefined")
     if len(var) != 4:
         raise ValueError(f"var must be the 4 blocks [W1, b1, W2, b2], got {len(var)} blocks")
-    W1, b1, W2, b2 = (as_float(v, n) for v, n in zip(var, ("W1", "b1", "W2", "b2")))
-    check_affine(X, W1, b1)
-    check_affine(np.empty((0, W1.shape[1])), W2, b2)
+    W1, b1, W2, b2 = var
+    X, W1, b1 = check_affine(X, W1, b1, ("X", "W1", "b1"))
+    W2 = as_float(W2, "W2", 2)
+    if W2.shape[0] != W1.shape[1]:
+        raise ValueError(f"W2 has shape {W2.shape} but W1 of shape {W1.shape} gives "
+                         f"{W1.shape[1]} hidden units; W2 needs {W1.shape[1]} rows")
+    b2 = check_bias(b2, W2, "b2", "W2")
     if W2.shape[1] != Y.shape[1]:
         raise ValueError(f"W2 has shape {W2.shape} but Y has {Y.shape[1]} columns")
     dtype = np.result_type(X, Y, W1, b1, W2, b2)
