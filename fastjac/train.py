@@ -1,0 +1,335 @@
+"""The lecture's training run: 100 steps of block Armijo backtracking on the breast-cancer data.
+
+``train()`` with its defaults reproduces the lecture's driver script step for
+step and prints its lines, with one change that leaves the trajectory
+identical: the lecture evaluates the gradient twice per step (``dx(x)`` and
+``df(x)``), this loop once (loss and gradient together).
+
+``impl="structured"`` uses ``fastjac.structured`` (fused kernels, O(N) memory);
+``impl="dense"`` uses ``fastjac.dense``, the lecture's dense tensors, whose
+memory grows as N^2 k^2 and is checked against a budget before the run.
+"""
+
+import math
+import os
+import re
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from fastjac.data import NUM_EXAMPLES, NUM_FEATURES, NUM_LABELS, load_breast_cancer_data
+from fastjac.data import standardize as standardize_columns
+
+IMPLS = ("structured", "dense")
+
+STEP_FORMAT = ("Step: %d, Avg Cross Entropy: %f, Gradient Norm: %f, "
+               "Training Accuracy: %.1f percent")
+FINAL_FORMAT = "Final test accuracy: %.1f percent"
+
+BUDGET_ENV = "FASTJAC_DENSE_BUDGET"
+DEFAULT_DENSE_BUDGET = 4 * 2**30
+# Below this the dense run is quick and quiet; above it, say what it will take.
+DENSE_WARN_BYTES = 100 * 10**6
+
+
+class DenseMemoryError(MemoryError):
+    """The dense reference's tensors would exceed the memory budget."""
+
+
+class DenseMemoryWarning(UserWarning):
+    """The dense reference's tensors will take a lot of memory (but fit the budget)."""
+
+
+# ---------------------------------------------------------------- memory of the dense run
+
+def dense_tensor_shapes(N, d, k, m=NUM_LABELS):
+    """Shapes of the dense Jacobians one dense gradient evaluation holds at once.
+
+    They are all locals of the lecture's ``df`` until it returns, so the peak
+    is their sum; ``Dlogit`` (N, k, N, k) dominates.
+    """
+    return {
+        "Dlogit(Z1)": (N, k, N, k),
+        "DX_affine(X2, W2, b2)": (N, m, N, k),
+        "DW_affine(X, W1, b1)": (N, k, d, k),
+        "Dmatrix_softmax(Z2)": (N, m, N, m),
+        "Db_affine(X, W1, b1)": (N, k, k),
+        "DW_affine(X2, W2, b2)": (N, m, k, m),
+        "Db_affine(X2, W2, b2)": (N, m, m),
+    }
+
+
+def dense_gradient_bytes(N, d, k, m=NUM_LABELS, itemsize=8):
+    """Peak bytes of the dense tensors in one dense gradient: the sum of ``dense_tensor_shapes``."""
+    return itemsize * sum(math.prod(s) for s in dense_tensor_shapes(N, d, k, m).values())
+
+
+def format_bytes(n):
+    """``1.5 GiB``-style rendering of a byte count."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20,
+          "mb": 10**6, "g": 2**30, "gib": 2**30, "gb": 10**9, "t": 2**40, "tib": 2**40,
+          "tb": 10**12}
+
+
+def parse_size(text):
+    """Bytes from ``"4GiB"``, ``"500MB"``, ``"2g"`` or ``"123456"``.
+
+    KiB/MiB/GiB/TiB and bare K/M/G/T are powers of 1024; kB/MB/GB/TB of 1000.
+    """
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a memory size: {text!r} (examples: 4GiB, 500MB, 2g, 123456)")
+    value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not 0 < value < math.inf:
+        raise ValueError(f"memory size must be positive and finite, got {text!r}")
+    return int(value)
+
+
+def default_dense_budget():
+    """``$FASTJAC_DENSE_BUDGET`` (e.g. ``8GiB``) or 4 GiB."""
+    env = os.environ.get(BUDGET_ENV)
+    if env:
+        try:
+            return parse_size(env)
+        except ValueError as exc:
+            raise ValueError(f"${BUDGET_ENV}: {exc}") from None
+    return DEFAULT_DENSE_BUDGET
+
+
+def check_dense_memory(train_rows, hidden, budget=None, dims=NUM_FEATURES):
+    """Raise ``DenseMemoryError`` above ``budget``; return ``(bytes, message)`` otherwise.
+
+    ``message`` is ``None`` below ``DENSE_WARN_BYTES`` and otherwise says how
+    much memory the dense run will take.
+    """
+    budget = default_dense_budget() if budget is None else budget
+    need = dense_gradient_bytes(train_rows, dims, hidden)
+    shape = dense_tensor_shapes(train_rows, dims, hidden)["Dlogit(Z1)"]
+    what = (f"the dense implementation needs about {format_bytes(need)} per gradient "
+            f"(Dlogit alone is a {shape} float64 tensor)")
+    if need > budget:
+        raise DenseMemoryError(
+            f"{what}, over the budget of {format_bytes(budget)}; use the structured "
+            f"implementation, fewer training rows or hidden units, or raise the budget "
+            f"(--dense-budget or ${BUDGET_ENV})")
+    return need, (what if need > DENSE_WARN_BYTES else None)
+
+
+# ---------------------------------------------------------------- history
+
+@dataclass
+class Step:
+    """One printed line: loss after the step, norm of the gradient before it, accepted t."""
+
+    step: int
+    loss: float
+    grad_norm: float
+    train_accuracy: float
+    t: float
+    nfev: int
+
+
+@dataclass
+class History:
+    """What ``train`` returns: the per-step records, the test accuracy and the final params."""
+
+    config: dict
+    steps: list = field(default_factory=list)
+    test_accuracy: float = float("nan")
+    params: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def losses(self):
+        return np.array([s.loss for s in self.steps])
+
+    @property
+    def train_accuracies(self):
+        return np.array([s.train_accuracy for s in self.steps])
+
+    def to_dict(self):
+        """JSON-ready: config, steps (dicts), test_accuracy, params (nested lists), seconds."""
+        return {
+            "config": dict(self.config),
+            "steps": [asdict(s) for s in self.steps],
+            "test_accuracy": self.test_accuracy,
+            "params": {name: np.asarray(p).tolist()
+                       for name, p in zip(("W1", "b1", "W2", "b2"), self.params)},
+            "seconds": self.seconds,
+        }
+
+
+# ---------------------------------------------------------------- the run
+
+def check_config(impl, steps, hidden, train_rows, seed, alpha, beta, max_iter=None):
+    """Raise ``ValueError`` naming the first bad setting (shared with the command line)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    for name, value, low in (("steps", steps, 1), ("hidden", hidden, 1)):
+        if not _is_int(value) or value < low:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not _is_int(train_rows) or not 1 <= train_rows <= NUM_EXAMPLES - 1:
+        raise ValueError(f"train_rows must be an integer in 1..{NUM_EXAMPLES - 1} "
+                         f"(the rest are the test rows), got {train_rows!r}")
+    if not _is_int(seed) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in 0..2**32-1, got {seed!r}")
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not (isinstance(value, (int, float)) and 0 < value < 1):
+            raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    if max_iter is not None and (not _is_int(max_iter) or max_iter < 1):
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _module(impl):
+    if impl == "dense":
+        from fastjac import dense as module
+    else:
+        from fastjac import structured as module
+    return module
+
+
+def closures(module, X, Y):
+    """``(fg, ls)``: loss-and-gradient and line search on (X, Y) from ``module``.
+
+    ``fg(var) -> (loss, grads)``; ``ls(x0, dx, df0, alpha, beta, max_iter)``
+    accepts the same steps as ``block_backtracking`` with ``module``'s loss.
+    """
+    fg = getattr(module, "nn_loss_and_gradient_closure", None)
+    ls = getattr(module, "nn_line_search_closure", None)
+    if fg is not None and ls is not None:
+        return fg(X, Y), ls(X, Y)
+    # TEMPORARY FALLBACK until fastjac.dense/structured define
+    # nn_loss_and_gradient_closure and nn_line_search_closure: the same loss,
+    # gradient and line search from the lecture's closures (one more loss
+    # evaluation per step, same trajectory). Remove once both exist.
+    f = module.nn_loss_closure(X, Y)
+    df = module.nn_loss_gradient_closure(X, Y)
+
+    def fallback_fg(var):
+        return f(var), df(var)
+
+    def fallback_ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None):
+        return module.block_backtracking(x0, f, dx, df0, alpha=alpha, beta=beta,
+                                         max_iter=max_iter)
+
+    return (fg(X, Y) if fg is not None else fallback_fg,
+            ls(X, Y) if ls is not None else fallback_ls)
+
+
+def accuracy(module, X, targets, var):
+    """Percent of rows whose predicted class (argmax of the network's softmax) is the target."""
+    W1, b1, W2, b2 = var
+    Q = module.matrix_softmax(module.logit(X @ W1 + b1) @ W2 + b2)
+    predicted = np.argmax(Q, axis=1)
+    # The lecture's formula, kept so the printed %.1f rounds the same way.
+    return 100 * (1 - np.count_nonzero(predicted - targets) / X.shape[0])
+
+
+def train(impl="structured", steps=100, hidden=20, train_rows=400, seed=1234,
+          alpha=0.1, beta=0.5, standardize=False, *, max_iter=None, dense_budget=None,
+          verbose=True, file=None, callback=None):
+    """Train the lecture's network by block Armijo backtracking; print the lecture's lines.
+
+    With the defaults this is the lecture's run: ``numpy.random.seed(1234)``,
+    W1 (30, 20), b1 = 0, W2 (20, 2), b2 = 0, 100 steps along ``-grad`` with
+    alpha = 0.1, beta = 0.5 on the first 400 rows, tested on the other 169.
+
+    Parameters
+    ----------
+    impl : {"structured", "dense"}
+        ``fastjac.structured`` (fused kernels) or ``fastjac.dense`` (the
+        lecture's dense tensors; refused above ``dense_budget``, warned about
+        above 100 MB with a ``DenseMemoryWarning``).
+    steps, hidden : positive int
+    train_rows : int in 1..568
+        Rows ``[:train_rows]`` train, the others test.
+    seed : int
+        Seeds numpy's global generator, as the lecture does.
+    alpha, beta : float in (0, 1)
+        Armijo sufficient-decrease and shrink factors.
+    standardize : bool
+        Scale features with the training rows' mean and std (not in the lecture).
+    max_iter : int, optional
+        Most trial steps per line search (default: ``block_backtracking``'s).
+    dense_budget : int, optional
+        Bytes allowed for the dense tensors (default ``$FASTJAC_DENSE_BUDGET`` or 4 GiB).
+    verbose : bool
+        Print the lecture's lines to ``file`` (default ``sys.stdout``).
+    callback : callable, optional
+        Called with each ``Step`` after it is recorded.
+
+    Returns
+    -------
+    History
+        ``.steps`` (``Step``: step, loss, grad_norm, train_accuracy, t, nfev),
+        ``.test_accuracy``, ``.params`` [W1, b1, W2, b2], ``.config``, ``.seconds``.
+
+    Raises
+    ------
+    ValueError
+        A bad setting.
+    DenseMemoryError
+        ``impl="dense"`` whose tensors would exceed ``dense_budget``.
+    fastjac.linesearch.LineSearchError
+        A line search that cannot make progress (e.g. a NaN loss).
+    """
+    check_config(impl, steps, hidden, train_rows, seed, alpha, beta, max_iter)
+    if impl == "dense":
+        _, message = check_dense_memory(train_rows, hidden, dense_budget)
+        if message:
+            warnings.warn(message, DenseMemoryWarning, stacklevel=2)
+    module = _module(impl)
+    out = file if file is not None else sys.stdout
+    config = dict(impl=impl, steps=steps, hidden=hidden, train_rows=train_rows, seed=seed,
+                  alpha=alpha, beta=beta, standardize=standardize, max_iter=max_iter)
+
+    np.random.seed(seed)
+    X, labels, targets = load_breast_cancer_data()
+    if standardize:
+        X = standardize_columns(X, train_rows)[0]
+    X_train, Y_train, t_train = X[:train_rows], labels[:train_rows], targets[:train_rows]
+
+    x = [module.random_matrix((NUM_FEATURES, hidden)), np.zeros((1, hidden)),
+         module.random_matrix((hidden, NUM_LABELS)), np.zeros((1, NUM_LABELS))]
+    fg, ls = closures(module, X_train, Y_train)
+    history = History(config)
+
+    start = time.perf_counter()
+    # exp(-z) overflows to inf for very negative z, and 1 / (1 + inf) = 0 is the
+    # right logistic value: not worth a warning on every trial step.
+    with np.errstate(over="ignore"):
+        for i in range(steps):
+            _, grad = fg(x)
+            # Bias gradients come back (k,) (the lecture's Db_affine); blocks must match x.
+            grad = [np.reshape(g, xi.shape) for g, xi in zip(grad, x)]
+            ngrad = module.negate_blocks(grad)
+            result = ls(x, ngrad, grad, alpha=alpha, beta=beta, max_iter=max_iter)
+            x, fval = result
+            record = Step(i, float(fval), float(module.block_norm(ngrad)),
+                          float(accuracy(module, X_train, t_train, x)),
+                          float(result.t), int(result.nfev))
+            history.steps.append(record)
+            if verbose:
+                print(STEP_FORMAT % (i, fval, record.grad_norm, record.train_accuracy),
+                      file=out, flush=True)
+            if callback is not None:
+                callback(record)
+        history.test_accuracy = float(accuracy(module, X[train_rows:], targets[train_rows:], x))
+    history.seconds = time.perf_counter() - start
+    history.params = x
+    if verbose:
+        print(FINAL_FORMAT % history.test_accuracy, file=out, flush=True)
+    return history

@@ -1,0 +1,291 @@
+"""fastjac.train reproduces the lecture's run; dense and structured give one trajectory.
+
+The lecture's printed output is test data in ``tests/lecture_output.txt``.
+"""
+
+import io
+import math
+import os
+import re
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastjac import dense, structured
+from fastjac.data import load_breast_cancer_data, standardize
+from fastjac.train import (
+    DEFAULT_DENSE_BUDGET,
+    DENSE_WARN_BYTES,
+    DenseMemoryError,
+    DenseMemoryWarning,
+    check_dense_memory,
+    closures,
+    dense_gradient_bytes,
+    parse_size,
+    train,
+)
+
+LECTURE_OUTPUT = Path(__file__).with_name("lecture_output.txt")
+STEP_RE = re.compile(r"Step: (\d+), Avg Cross Entropy: ([0-9.]+), Gradient Norm: ([0-9.]+), "
+                     r"Training Accuracy: ([0-9.]+) percent")
+
+
+def lecture_lines():
+    """The lecture's lines: steps 0-9 complete, then step 10 cut short after its loss."""
+    lines = [ln for ln in LECTURE_OUTPUT.read_text().splitlines() if not ln.startswith("#")]
+    assert len(lines) == 11 and lines[10].startswith("Step: 10, Avg Cross Entropy: 0.640509")
+    return lines
+
+
+@pytest.fixture(autouse=True)
+def keep_global_rng():
+    """train() seeds numpy's global generator, as the lecture does; restore it afterwards."""
+    state = np.random.get_state()
+    yield
+    np.random.set_state(state)
+
+
+def test_lecture_output_file_holds_the_values_of_the_issue():
+    lines = lecture_lines()
+    step0 = STEP_RE.fullmatch(lines[0]).groups()
+    assert step0 == ("0", "0.655622", "6.340024", "77.0")
+    assert all(STEP_RE.fullmatch(ln) for ln in lines[:10])
+
+
+def test_default_run_prints_the_lectures_lines(capsys):
+    history = train(steps=11)
+    out = capsys.readouterr().out.splitlines()
+    expected = lecture_lines()
+    assert out[:10] == expected[:10]
+    assert out[10].startswith(expected[10])  # the lecture's step 10 line is cut short
+    assert re.fullmatch(r"Final test accuracy: \d+\.\d percent", out[11])
+    assert len(out) == 12
+    # the history holds the printed numbers at full precision
+    for line, step in zip(out, history.steps):
+        i, loss, gnorm, acc = STEP_RE.fullmatch(line).groups()
+        assert (int(i), loss, gnorm, acc) == (
+            step.step, "%f" % step.loss, "%f" % step.grad_norm, "%.1f" % step.train_accuracy)
+
+
+def test_full_default_run_and_history():
+    seen = []
+    history = train(verbose=False, callback=seen.append)
+    assert [s.step for s in history.steps] == list(range(100)) and seen == history.steps
+    assert history.losses.shape == (100,) and np.all(np.isfinite(history.losses))
+    # Armijo steps only ever decrease the loss
+    assert np.all(np.diff(history.losses) < 0)
+    for s in history.steps:
+        assert s.t == 0.5 ** round(-math.log2(s.t)) and 0 < s.t <= 1
+        assert s.nfev >= 2 and s.grad_norm > 0 and 0 <= s.train_accuracy <= 100
+    W1, b1, W2, b2 = history.params
+    assert (W1.shape, b1.shape, W2.shape, b2.shape) == ((30, 20), (1, 20), (20, 2), (1, 2))
+    assert 0 <= history.test_accuracy <= 100 and history.seconds > 0
+    assert history.config == dict(impl="structured", steps=100, hidden=20, train_rows=400,
+                                  seed=1234, alpha=0.1, beta=0.5, standardize=False,
+                                  max_iter=None)
+
+
+def test_quiet_prints_nothing(capsys):
+    train(steps=2, verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_output_goes_to_file(capsys, tmp_path):
+    with open(tmp_path / "log.txt", "w") as fh:
+        train(steps=2, file=fh)
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "log.txt").read_text().splitlines()[:2] == lecture_lines()[:2]
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    a, b = train(steps=5, verbose=False), train(steps=5, verbose=False)
+    c = train(steps=5, seed=7, verbose=False)
+    assert np.array_equal(a.losses, b.losses)
+    assert all(np.array_equal(p, q) for p, q in zip(a.params, b.params))
+    assert not np.array_equal(a.losses, c.losses)
+
+
+def assert_same_trajectory(d, s):
+    np.testing.assert_allclose(d.losses, s.losses, rtol=1e-12, atol=0)
+    np.testing.assert_allclose([x.grad_norm for x in d.steps],
+                               [x.grad_norm for x in s.steps], rtol=1e-10, atol=0)
+    assert [x.t for x in d.steps] == [x.t for x in s.steps]
+    assert np.array_equal(d.train_accuracies, s.train_accuracies)
+    assert d.test_accuracy == s.test_accuracy
+    for p, q in zip(d.params, s.params):
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)
+
+
+SLOW = pytest.mark.skipif(
+    not os.environ.get("FASTJAC_SLOW_TESTS"),
+    reason="the dense run at the lecture's size takes 15-40 s; set FASTJAC_SLOW_TESTS=1")
+
+
+def run_printed(**kwargs):
+    """``train(**kwargs)`` and the lines it printed."""
+    out = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DenseMemoryWarning)
+        history = train(file=out, **kwargs)
+    return history, out.getvalue().splitlines()
+
+
+def test_dense_prints_the_lectures_lines():
+    # 10 steps: the dense reference takes 0.15-0.4 s a step at 400 rows (it
+    # fills and reads a 512 MB Dlogit tensor); the 100 steps run in the slow test.
+    dense_history, out = run_printed(impl="dense", steps=11)
+    expected = lecture_lines()
+    assert out[:10] == expected[:10] and out[10].startswith(expected[10])
+    history, structured_out = run_printed(impl="structured", steps=11)
+    assert out == structured_out
+    assert_same_trajectory(dense_history, history)
+
+
+@pytest.mark.parametrize("train_rows, hidden, standardized",
+                         [(100, 20, False), (100, 20, True), (60, 7, True)])
+def test_dense_and_structured_give_the_same_100_steps(train_rows, hidden, standardized):
+    kw = dict(steps=100, hidden=hidden, train_rows=train_rows, standardize=standardized)
+    (d, d_out), (s, s_out) = run_printed(impl="dense", **kw), run_printed(impl="structured", **kw)
+    assert_same_trajectory(d, s)
+    assert d_out == s_out
+
+
+@SLOW
+def test_dense_and_structured_give_the_same_100_steps_at_the_lectures_size():
+    (d, d_out), (s, s_out) = run_printed(impl="dense"), run_printed(impl="structured")
+    assert_same_trajectory(d, s)
+    assert d_out == s_out and d_out[:10] == lecture_lines()[:10]
+
+
+def test_standardize_improves_on_the_raw_features():
+    raw = train(steps=20, verbose=False)
+    scaled = train(steps=20, standardize=True, verbose=False)
+    assert scaled.losses[-1] < 0.5 * raw.losses[-1]
+    assert scaled.train_accuracies[-1] > raw.train_accuracies[-1]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(impl="sparse"), "impl must be one of"),
+    (dict(steps=0), "steps must be a positive integer"),
+    (dict(steps=2.5), "steps must be a positive integer"),
+    (dict(hidden=0), "hidden must be a positive integer"),
+    (dict(train_rows=0), r"train_rows must be an integer in 1\.\.568"),
+    (dict(train_rows=569), r"train_rows must be an integer in 1\.\.568"),
+    (dict(seed=-1), "seed must be an integer"),
+    (dict(alpha=0), "alpha must lie strictly between 0 and 1"),
+    (dict(alpha=1.0), "alpha must lie strictly between 0 and 1"),
+    (dict(beta=float("nan")), "beta must lie strictly between 0 and 1"),
+    (dict(max_iter=0), "max_iter must be a positive integer"),
+])
+def test_bad_settings_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        train(verbose=False, **kwargs)
+
+
+def test_extreme_but_valid_splits_run():
+    for rows in (1, 568):
+        history = train(steps=2, train_rows=rows, hidden=1, verbose=False)
+        assert np.all(np.isfinite(history.losses))
+
+
+# ---------------------------------------------------------------- dense memory
+
+def test_dense_over_budget_is_refused_before_any_work(monkeypatch):
+    monkeypatch.setattr("fastjac.train.load_breast_cancer_data",
+                        lambda: pytest.fail("data loaded before the budget check"))
+    with pytest.raises(DenseMemoryError, match=r"Dlogit alone is a \(400, 20, 400, 20\)"):
+        train(impl="dense", dense_budget=100 * 2**20)
+    with pytest.raises(DenseMemoryError, match="over the budget of 4.0 GiB"):
+        train(impl="dense", train_rows=568, hidden=40)
+
+
+def test_dense_budget_from_environment(monkeypatch):
+    monkeypatch.setenv("FASTJAC_DENSE_BUDGET", "200MiB")
+    with pytest.raises(DenseMemoryError, match="200.0 MiB"):
+        check_dense_memory(400, 20)
+    monkeypatch.setenv("FASTJAC_DENSE_BUDGET", "lots")
+    with pytest.raises(ValueError, match="FASTJAC_DENSE_BUDGET"):
+        check_dense_memory(400, 20)
+
+
+def test_dense_warns_above_100_mb_and_is_quiet_below():
+    need, message = check_dense_memory(400, 20)
+    assert DENSE_WARN_BYTES < need < DEFAULT_DENSE_BUDGET and "580.1 MiB" in message
+    assert check_dense_memory(100, 20)[1] is None
+    with pytest.warns(DenseMemoryWarning, match="580.1 MiB"):
+        train(impl="dense", steps=1, verbose=False)
+
+
+@pytest.mark.parametrize("N, d, k", [(1, 30, 20), (37, 30, 20), (120, 30, 20), (150, 10, 5)])
+def test_dense_memory_estimate_matches_the_measured_peak(N, d, k, rng):
+    """The estimate is what numpy actually allocates in one dense gradient (tracemalloc)."""
+    X, Y = rng.normal(size=(N, d)), np.eye(2)[rng.integers(0, 2, N)]
+    var = [0.1 * rng.normal(size=(d, k)), np.zeros((1, k)), 0.1 * rng.normal(size=(k, 2)),
+           np.zeros((1, 2))]
+    fg, _ = closures(dense, X, Y)
+    tracemalloc.start()
+    try:
+        fg(var)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    estimate = dense_gradient_bytes(N, d, k)
+    # never much under the truth (the budget must hold) nor far over it
+    assert 0.9 * peak <= estimate <= 3 * peak + 10**5, (estimate, peak)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("4GiB", 4 * 2**30), ("4g", 4 * 2**30), ("500MB", 500 * 10**6), ("1.5 GiB", 3 * 2**29),
+    ("123456", 123456), ("64KiB", 65536), ("2TB", 2 * 10**12),
+])
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "4XB", "-1G", "0", "1e400"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+# ---------------------------------------------------------------- data
+
+def test_data_is_built_as_in_the_lecture():
+    from sklearn.datasets import load_breast_cancer
+
+    X, labels, targets = load_breast_cancer_data()
+    raw = load_breast_cancer()
+    assert X.shape == (569, 30) and labels.shape == (569, 2) and targets.shape == (569,)
+    assert np.array_equal(X, raw["data"]) and np.array_equal(targets, raw.target)
+    assert np.array_equal(labels.sum(axis=1), np.ones(569))
+    assert np.array_equal(labels[np.arange(569), targets], np.ones(569))
+
+
+def test_standardize_fits_on_training_rows_only():
+    X = load_breast_cancer_data().X
+    Xs, mean, std = standardize(X, 400)
+    np.testing.assert_allclose(Xs[:400].mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(Xs[:400].std(axis=0), 1, rtol=1e-12)
+    np.testing.assert_allclose(Xs[400:], (X[400:] - X[:400].mean(0)) / X[:400].std(0), rtol=1e-12)
+    # one training row: every column is constant there, so only shifted
+    Xs1, _, std1 = standardize(X, 1)
+    assert np.all(std1 == 1) and np.all(Xs1[0] == 0) and np.all(np.isfinite(Xs1))
+    with pytest.raises(ValueError):
+        standardize(X, 0)
+
+
+def test_closures_agree_with_the_lectures_functions():
+    X, labels, _ = load_breast_cancer_data()
+    rng = np.random.default_rng(0)
+    var = [0.1 * rng.normal(size=(30, 6)), np.zeros((1, 6)), 0.1 * rng.normal(size=(6, 2)),
+           np.zeros((1, 2))]
+    for module in (dense, structured):
+        fg, _ = closures(module, X[:50], labels[:50])
+        loss, grad = fg(var)
+        np.testing.assert_allclose(loss, module.nn_loss_closure(X[:50], labels[:50])(var),
+                                   rtol=1e-12)
+        for g, h in zip(grad, module.nn_loss_gradient_closure(X[:50], labels[:50])(var)):
+            np.testing.assert_allclose(np.ravel(g), np.ravel(h), rtol=1e-10, atol=1e-14)
