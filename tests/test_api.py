@@ -1,0 +1,100 @@
+"""``fastjac.dense`` and ``fastjac.structured`` are drop-in twins of the lecture's names.
+
+The public function set of each module is computed, not listed, so a function
+added to one module and not the other fails here.
+"""
+
+import inspect
+import types
+
+import pytest
+
+import fastjac
+import lecture
+from fastjac import dense, structured
+
+LECTURE_NAMES = {
+    "chain_rule", "DX_affine", "DW_affine", "Db_affine", "logit", "Dlogit", "softmax",
+    "matrix_softmax", "Dmatrix_softmax", "cross_entropy", "DQcross_entropy", "nn_loss_closure",
+    "nn_loss_gradient_closure", "update_blocks", "negate_blocks", "block_norm", "random_matrix",
+    "block_backtracking",
+}
+
+
+def is_private_module(name):
+    return any(part.startswith("_") for part in name.split("."))
+
+
+def public_functions(mod):
+    """Names of the public functions ``mod`` offers.
+
+    A public name (no leading underscore) bound to a callable that is neither a
+    module nor a class, and defined in fastjac outside a private module: so
+    ``fastjac.chain.chain_rule`` re-exported by ``structured`` and the shared
+    ``fastjac.linesearch`` helpers count, while ``numpy`` functions or
+    validation helpers imported from ``fastjac._validate`` do not.
+    """
+    names = set()
+    for name, obj in vars(mod).items():
+        if name.startswith("_") or isinstance(obj, types.ModuleType) or inspect.isclass(obj):
+            continue
+        if not callable(obj):
+            continue
+        home = getattr(obj, "__module__", "") or ""
+        if home.split(".")[0] == "fastjac" and not is_private_module(home):
+            names.add(name)
+    return names
+
+
+def test_the_public_rule_sees_what_it_should():
+    """Guard the rule itself: it must neither drop the lecture's names nor keep helpers."""
+    names = public_functions(structured)
+    assert "chain_rule" in names and "block_backtracking" in names
+    assert "as_float" not in names and "np" not in names and "kernels" not in names
+    assert "Diagonal" not in names
+
+
+def test_dense_and_structured_export_the_same_functions():
+    dense_names, structured_names = public_functions(dense), public_functions(structured)
+    assert dense_names == structured_names, (
+        f"only in dense: {sorted(dense_names - structured_names)}; "
+        f"only in structured: {sorted(structured_names - dense_names)}"
+    )
+
+
+def test_the_lecture_names_are_all_public():
+    assert LECTURE_NAMES <= public_functions(dense)
+    assert LECTURE_NAMES <= public_functions(structured)
+    # and the list above is the lecture's own
+    assert LECTURE_NAMES == {n for n, o in vars(lecture).items() if inspect.isfunction(o)}
+
+
+@pytest.mark.parametrize("name", sorted(public_functions(dense) | public_functions(structured)))
+def test_identical_signatures(name):
+    assert inspect.signature(getattr(dense, name)) == inspect.signature(getattr(structured, name))
+
+
+@pytest.mark.parametrize("name", sorted(LECTURE_NAMES))
+def test_lecture_calls_still_work(name):
+    """Every parameter of the lecture's function is there, in order, with the same default;
+    anything fastjac adds is keyword-only with a default, so lecture code runs unchanged."""
+    want = list(inspect.signature(getattr(lecture, name)).parameters.values())
+    for mod in (dense, structured):
+        got = list(inspect.signature(getattr(mod, name)).parameters.values())
+        assert [(p.name, p.default) for p in got[:len(want)]] == [(p.name, p.default) for p in want]
+        assert all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in got[:len(want)])
+        for extra in got[len(want):]:
+            assert extra.kind is extra.KEYWORD_ONLY and extra.default is not extra.empty, extra
+
+
+@pytest.mark.parametrize("name", sorted(public_functions(structured)))
+def test_top_level_is_structured(name):
+    assert getattr(fastjac, name) is getattr(structured, name)
+
+
+def test_top_level_exposes_dense():
+    assert fastjac.dense is dense
+    assert isinstance(fastjac.dense, types.ModuleType) and fastjac.dense.__name__ == "fastjac.dense"
+    assert fastjac.structured is structured
+    for name in LECTURE_NAMES:
+        assert callable(getattr(fastjac.dense, name))
