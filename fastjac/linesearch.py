@@ -38,15 +38,20 @@ def _check_blocks(x, y, xname, yname):
     if len(x) != len(y):
         raise ValueError(f"{xname} has {len(x)} blocks but {yname} has {len(y)}")
     for i, (a, b) in enumerate(zip(x, y)):
-        if np.shape(a) != np.shape(b):
+        # (k,) gradients of (1, k) biases broadcast, as in the lecture's loop
+        try:
+            ok = np.broadcast_shapes(np.shape(a), np.shape(b)) == np.shape(a)
+        except ValueError:
+            ok = False
+        if not ok:
             raise ValueError(
                 f"block {i}: {xname}[{i}] has shape {np.shape(a)} but {yname}[{i}] "
-                f"has shape {np.shape(b)}"
+                f"has shape {np.shape(b)}, which does not broadcast to it"
             )
 
 
 def update_blocks(x, y, t):
-    """``[x_i + t * y_i]`` for two lists of equally shaped blocks (new arrays)."""
+    """``[x_i + t * y_i]`` for two lists of blocks, y_i broadcasting to x_i (new arrays)."""
     _check_blocks(x, y, "x", "y")
     return [xi + t * yi for xi, yi in zip(x, y)]
 
@@ -111,6 +116,26 @@ def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
         If ``f(x0)`` is not finite, ``dx`` is not a descent direction
         (``<dx, df0> >= 0`` or NaN), or no step is accepted in ``max_iter`` trials.
     """
+    delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
+    f0 = f(x0)
+
+    def trial(t):
+        x = update_blocks(x0, dx, t)
+        return x, f(x)
+
+    res = armijo_backtrack(f0, delta, beta, max_iter, trial)
+    if verbose:
+        print((res.t, delta))
+        _plot_line(x0, f, dx, f0, delta, alpha, plot_file)
+    return res
+
+
+def armijo_setup(x0, dx, df0, alpha, beta, max_iter):
+    """Check the arguments of a block line search; return ``(alpha <dx, df0>, max_iter)``.
+
+    Shared by ``block_backtracking`` and the fused ``nn_line_search_closure``
+    so that both refuse the same inputs with the same errors.
+    """
     _check_blocks(x0, dx, "x0", "dx")
     _check_blocks(x0, df0, "x0", "df0")
     if not (0 < alpha < 1 and 0 < beta < 1):
@@ -125,16 +150,22 @@ def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
         raise LineSearchError(
             f"dx is not a descent direction: <dx, df0> = {slope!r} must be negative"
         )
-    delta = alpha * slope
+    return alpha * slope, max_iter
 
-    f0 = f(x0)
+
+def armijo_backtrack(f0, delta, beta, max_iter, trial):
+    """The Armijo loop: the first ``t = beta**i`` whose ``trial(t) -> (x, fx)`` has
+    ``fx`` finite and ``fx <= f0 + t delta``, as a ``LineSearchResult``.
+
+    ``trial(t)`` must return ``x = update_blocks(x0, dx, t)`` and the loss there,
+    however it computes it; ``nfev`` counts ``f(x0)`` too.
+    """
     if not np.isfinite(f0):
         raise LineSearchError(f"f(x0) is not finite ({f0!r}); no step can satisfy Armijo")
 
     t = 1.0
-    for trial in range(1, max_iter + 1):
-        x = update_blocks(x0, dx, t)
-        fx = f(x)
+    for i in range(1, max_iter + 1):
+        x, fx = trial(t)
         if np.isfinite(fx) and fx <= f0 + t * delta:
             break
         t = beta * t
@@ -143,12 +174,7 @@ def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
             f"no step accepted in max_iter={max_iter} trials (last t={t / beta:.3g}, "
             f"f(x0)={f0!r}, last f={fx!r})"
         )
-
-    if verbose:
-        print((t, delta))
-        _plot_line(x0, f, dx, f0, delta, alpha, plot_file)
-
-    return LineSearchResult(x, fx, t, trial + 1)
+    return LineSearchResult(x, fx, t, i + 1)
 
 
 def _plot_line(x0, f, dx, f0, delta, alpha, plot_file):

@@ -73,8 +73,8 @@ def logit(z):
     z = as_float(z, "z")
     zc = np.ascontiguousarray(z)
     out = np.empty_like(zc)
-    kernels.logistic(zc.ravel(), out.ravel())
-    return out
+    kernels.logistic(zc.reshape(-1), out.reshape(-1))
+    return out.reshape(z.shape)[()]  # [()]: a scalar for 0-d input, as numpy gives
 
 
 def Dlogit(Z):
@@ -240,3 +240,60 @@ def nn_loss_gradient_closure(X, Y):
         return [W1grad, b1grad, W2grad, b2grad]
 
     return df
+
+
+def nn_loss_and_gradient_closure(X, Y):
+    """``fg(var) -> (loss, [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)])`` in one fused pass.
+
+    The values of ``nn_loss_closure`` and ``nn_loss_gradient_closure`` (to
+    rounding) from a single forward-and-backward sweep over row blocks
+    (``fastjac.fused``): no Jacobians, no (N, k) temporaries, BLAS on blocks,
+    serial or threaded chosen from the sizes. Gradients keep the inputs'
+    float dtype; repeated calls are bitwise identical for a fixed number of
+    Numba threads.
+
+    See Also
+    --------
+    fastjac.dense.nn_loss_and_gradient_closure
+    """
+
+    def fg(var):
+        loss, grad = fused.nn_loss_and_gradient(*_network_args(X, Y, var))
+        return float(loss), grad
+
+    return fg
+
+
+def nn_line_search_closure(X, Y):
+    """``ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None)``: ``block_backtracking`` on the loss.
+
+    Accepts the same step as ``block_backtracking(x0, nn_loss_closure(X, Y),
+    dx, df0, alpha, beta, max_iter=max_iter)``, with the same errors and the
+    same ``LineSearchResult`` (``x`` built by ``update_blocks``), but the
+    first layer along the line is ``Z1 + t P`` with ``Z1 = X W1 + b1`` and
+    ``P = X dW1 + db1`` computed once, so each trial costs O(N k m) instead
+    of an X W1 product. Holds Z1 and P, 2 N k values, during the call.
+
+    See Also
+    --------
+    fastjac.dense.nn_line_search_closure
+    """
+
+    from fastjac.linesearch import armijo_backtrack, armijo_setup
+
+    def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None):
+        delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
+        Xc, Yc, W1, b1, W2, b2 = _network_args(X, Y, x0)
+        _, _, dW1, db1, dW2, db2 = _network_args(X, Y, dx)
+        dtype = np.result_type(W1, dW1)
+        c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+        line = fused.LineLoss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1))
+        f0 = line(0.0, c(W2), c(b2))
+
+        def trial(t):
+            x = update_blocks(x0, dx, t)
+            return x, line(t, c(x[2]), c(x[3]).ravel())
+
+        return armijo_backtrack(f0, delta, beta, max_iter, trial)
+
+    return ls

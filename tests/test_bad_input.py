@@ -127,6 +127,7 @@ def test_chain_rule_var_shape_not_a_shape(rng):
 # --- block lists in the line-search helpers ---------------------------------
 
 def test_update_blocks_wrong_length_and_shape(rng):
+    """Blocks must match, or broadcast to x's block (a (k,) bias gradient for a (1, k) bias)."""
     a, b = rng.normal(size=(2, 3)), rng.normal(size=(3,))
     with pytest.raises(ValueError, match="x has 2 blocks but y has 1"):
         fastjac.update_blocks([a, b], [a], 0.5)
@@ -139,8 +140,8 @@ def test_block_backtracking_wrong_blocks(rng):
     f = lambda x: float(np.sum(x[0] ** 2))  # noqa: E731
     with pytest.raises(ValueError, match="x0 has 1 blocks but dx has 2"):
         fastjac.block_backtracking([a], f, [-a, -a], [a])
-    with pytest.raises(ValueError, match=r"x0\[0\] has shape \(2, 3\) but df0\[0\] has shape \(3,\)"):
-        fastjac.block_backtracking([a], f, [-a], [a[0]])
+    with pytest.raises(ValueError, match=r"x0\[0\] has shape \(2, 3\) but df0\[0\] has shape \(2,\)"):
+        fastjac.block_backtracking([a], f, [-a], [a[:, 0]])
     with pytest.raises(ValueError, match="alpha and beta must lie in"):
         fastjac.block_backtracking([a], f, [-a], [a], beta=1.0)
 
