@@ -207,26 +207,7 @@ def closures(module, X, Y):
     ``fg(var) -> (loss, grads)``; ``ls(x0, dx, df0, alpha, beta, max_iter)``
     accepts the same steps as ``block_backtracking`` with ``module``'s loss.
     """
-    fg = getattr(module, "nn_loss_and_gradient_closure", None)
-    ls = getattr(module, "nn_line_search_closure", None)
-    if fg is not None and ls is not None:
-        return fg(X, Y), ls(X, Y)
-    # TEMPORARY FALLBACK until fastjac.dense/structured define
-    # nn_loss_and_gradient_closure and nn_line_search_closure: the same loss,
-    # gradient and line search from the lecture's closures (one more loss
-    # evaluation per step, same trajectory). Remove once both exist.
-    f = module.nn_loss_closure(X, Y)
-    df = module.nn_loss_gradient_closure(X, Y)
-
-    def fallback_fg(var):
-        return f(var), df(var)
-
-    def fallback_ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None):
-        return module.block_backtracking(x0, f, dx, df0, alpha=alpha, beta=beta,
-                                         max_iter=max_iter)
-
-    return (fg(X, Y) if fg is not None else fallback_fg,
-            ls(X, Y) if ls is not None else fallback_ls)
+    return module.nn_loss_and_gradient_closure(X, Y), module.nn_line_search_closure(X, Y)
 
 
 def accuracy(module, X, targets, var):
