@@ -10,10 +10,11 @@ Method
 ------
 * All implementations of one network and size run in this one process,
   interleaved: each round calls every implementation once, in an order
-  rotated each round; the figure is the median over rounds. A sample is
-  ``number`` back-to-back calls (calibrated so one sample takes at least
-  ``--min-sample`` seconds) with the garbage collector off, divided by
-  ``number``. Each implementation is called once before timing (compiles).
+  rotated each round, after a 10 ms pause that lets the previous one's
+  worker threads go idle; the figure is the median over rounds. A sample is
+  ``number`` back-to-back calls (calibrated so that one sample lasts at
+  least 20 ms, 2 ms with --quick) with the garbage collector off, divided
+  by ``number``. Each implementation is called once before timing (compiles).
 * Peak extra memory of one call: ``tracemalloc`` for numpy, autograd and
   fastjac (numpy's allocator and Numba's runtime both report to it);
   JAX and PyTorch allocate outside it, so for them (and, as a cross-check,
@@ -30,6 +31,7 @@ import gc
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -54,6 +56,9 @@ RSS_ONLY = {"jax", "torch"}  # allocate outside tracemalloc
 FULL_SIZES = {"narrow": [400, 4_000, 40_000, 400_000, 1_000_000],
               "wide": [1_000, 4_000, 10_000, 40_000]}
 QUICK_SIZES = {"narrow": [400, 4_000], "wide": [500]}
+# Pause before each sample so the previous implementation's idle worker threads (OpenMP,
+# Eigen, OpenBLAS spin a while after a parallel region) stop competing for the 2 cores.
+SETTLE_S = 0.01
 ENV_VARS = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "NUMBA_CACHE_DIR",
             "XLA_FLAGS", "CI"]
@@ -94,6 +99,7 @@ def interleaved(calls, min_sample, budget, min_rounds, max_rounds):
     samples = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(SETTLE_S)
             samples[name].append(sample(calls[name], numbers[name]))
     return {name: {"median_s": statistics.median(s), "min_s": min(s), "max_s": max(s),
                    "rounds": rounds, "number": numbers[name], "samples_s": s}
@@ -230,6 +236,14 @@ def _cpu_model():
     return info
 
 
+def _owner(filepath):
+    """The package a shared library ships with (``numpy`` for site-packages/numpy.libs/...)."""
+    parts = Path(filepath).parts
+    if "site-packages" in parts[:-2]:
+        return parts[parts.index("site-packages") + 1].removesuffix(".libs")
+    return str(Path(filepath).parent)
+
+
 def _loadavg():
     try:
         with open("/proc/loadavg") as fh:
@@ -267,8 +281,7 @@ def environment(names):
         import torch
 
         extra["torch_threads"] = torch.get_num_threads()
-        extra["torch_blas"] = " ".join(line.strip() for line in torch.__config__.show().splitlines()
-                                       if "BLAS_INFO" in line or "LAPACK_INFO" in line)
+        extra["torch_blas"] = ", ".join(re.findall(r"(?:BLAS|LAPACK)_INFO=\w+", torch.__config__.show()))
         mkl = [line.strip() for line in torch.__config__.parallel_info().splitlines()
                if "Math Kernel Library" in line]
         extra["torch_mkl"] = mkl[0] if mkl else "none"
@@ -288,8 +301,10 @@ def environment(names):
         "loadavg": _loadavg(),
         "numba_threads": numba.get_num_threads(),
         "numba_threading_layer": layer,
-        "blas": [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
-                                         "threading_layer", "prefix")}
+        "blas": [dict({k: i.get(k) for k in ("internal_api", "version", "architecture",
+                                              "num_threads", "threading_layer")},
+                      library=Path(i["filepath"]).name,
+                      used_by=_owner(i["filepath"]))
                  for i in threadpoolctl.threadpool_info()],
         "env": {v: os.environ.get(v, "unset") for v in ENV_VARS},
         "versions": versions,
@@ -525,6 +540,12 @@ def scaling_tables(network, by_size, names):
     return lines
 
 
+def busy(results):
+    """True when other processes kept the CPUs busy just before the run (1-min load above 1)."""
+    start = results["loadavg_start"]
+    return start[:1].isdigit() and float(start.split()[0]) > 1
+
+
 def write_markdown(path, results, names, opts):
     env = results["env"]
     lines = ["# fastjac benchmark report", "",
@@ -562,10 +583,14 @@ def write_markdown(path, results, names, opts):
     lines += [f"- CPU: {cpu.get('model name')} (family {cpu.get('cpu family')}, model "
               f"{cpu.get('model')}, AVX-512: {cpu.get('avx512')}), {env['cpus_usable']} usable CPUs; "
               f"load average (1, 5, 15 min) {results['loadavg_start']} at start, {env['loadavg']} at end",
+              *(["- **The machine was busy before the run** (1-minute load average above 1): other "
+                 "processes shared the cores, so absolute times are inflated; ratios within a row, "
+                 "timed together, are less affected"] if busy(results) else []),
               f"- Platform: {env['platform']}; Python {env['versions']['python']} ({env['python_executable']})",
               f"- Numba threads: {env['numba_threads']}, threading layer: {env['numba_threading_layer']}"]
     for b in env["blas"]:
-        lines.append(f"- {b['internal_api']} {b['version']} ({b['prefix']}): kernel "
+        lines.append(f"- {b['internal_api']} {b['version'] or ''} ({b['library']}, loaded by "
+                     f"{b['used_by']}): kernel "
                      f"**{b.get('architecture') or '-'}**, {b['num_threads']} threads, "
                      f"threading layer {b.get('threading_layer') or '-'}")
     for key in ("torch_threads", "torch_blas", "torch_mkl", "jax_backend"):
