@@ -52,6 +52,7 @@ import workloads  # noqa: E402
 
 MB = 1e6  # memory is reported in MB = 10^6 bytes (the stricter reading of "16 MB")
 IMPLS = ["numpy", "fused", "structured", "dense", "jax", "torch", "autograd"]
+LABELS = {"fused": "fastjac (fused)", "gemms": "GEMMs alone"}
 RSS_ONLY = {"jax", "torch"}  # allocate outside tracemalloc
 FULL_SIZES = {"narrow": [400, 4_000, 40_000, 400_000, 1_000_000],
               "wide": [1_000, 4_000, 10_000, 40_000]}
@@ -508,8 +509,7 @@ def fmt_bytes(b):
 def scaling_tables(network, by_size, names):
     d, k, m = workloads.NETWORKS[network]
     cols = [n for n in names + ["gemms"] if any(n in row for row in by_size.values())]
-    label = {"gemms": "GEMMs alone", "fused": "fastjac (fused)"}
-    head = "| N | " + " | ".join(label.get(c, c) for c in cols) + " |\n|---|" + "---|" * len(cols)
+    head = "| N | " + " | ".join(LABELS.get(c, c) for c in cols) + " |\n|---|" + "---|" * len(cols)
     lines = [f"### {network} network (d={d}, k={k}, m={m})", "",
              "Median time per loss-and-gradient call (× hand-written numpy):", "", head]
     for N, row in by_size.items():
@@ -533,10 +533,17 @@ def scaling_tables(network, by_size, names):
             else:
                 cells.append(f"n/a ({fmt_bytes(r['rss_bytes'])} RSS)")
         lines.append(f"| {int(N):,} | " + " | ".join(cells) + " |")
-    skipped = sorted({f"{c}: {r['skipped']}" for row in by_size.values() for c, r in row.items()
-                      if "skipped" in r})
+    skipped = {}  # implementation -> [(N, reason)]
+    for N, row in by_size.items():
+        for c, r in row.items():
+            if "skipped" in r:
+                skipped.setdefault(c, []).append((int(N), r["skipped"]))
     if skipped:
-        lines += ["", "Not run: " + "; ".join(skipped) + "."]
+        lines += ["", "Not run:"]
+        for c, where in skipped.items():
+            sizes = ", ".join(f"{N:,}" for N, _ in where)
+            lines.append(f"- {c} at N={sizes}: {where[0][1]}"
+                         + (f" (at N={where[0][0]:,})" if len(where) > 1 else ""))
     return lines
 
 
@@ -549,7 +556,8 @@ def busy(results):
 def write_markdown(path, results, names, opts):
     env = results["env"]
     lines = ["# fastjac benchmark report", "",
-             f"Generated {env['date']} by `{env['command']}` at commit {env['git']}"
+             f"Generated {env['date']} by `{env['command']}` at commit {env['git']} "
+             f"in {env['report_minutes']:.1f} min"
              + (" — **--quick: reduced sizes and repeats, not a verdict**" if opts.quick else "")
              + ".", "",
              "fastjac = `fastjac.nn_loss_and_gradient_closure(X, Y)` with default settings "
@@ -571,7 +579,7 @@ def write_markdown(path, results, names, opts):
                   "| implementation | median | × numpy | tracemalloc peak |", "|---|---|---|---|"]
         for name, r in bc.items():
             if "median_s" in r:
-                lines.append(f"| {name} | {fmt_time(r['median_s'])} | {r['ratio_to_numpy']:.2f}× | "
+                lines.append(f"| {LABELS.get(name, name)} | {fmt_time(r['median_s'])} | {r['ratio_to_numpy']:.2f}× | "
                              f"{fmt_bytes(r.get('tracemalloc_bytes'))} |")
         lines.append("")
     lines += ["## Method", "", __doc__.split("Method\n------\n")[1].strip(), "",
@@ -621,12 +629,12 @@ def write_plot(path, results, names):
             if not pts:
                 continue
             Ns = [N for N, _ in pts]
-            style = dict(marker="o", color=f"C{i}", label=name if name != "gemms" else "GEMMs alone")
+            style = dict(marker="o", color=f"C{i}", label=LABELS.get(name, name))
             axes[0, j].loglog(Ns, [r["median_s"] for _, r in pts], **style)
             axes[1, j].loglog(Ns, [r["ratio_to_numpy"] for _, r in pts], **style)
             mem = [(N, r.get("tracemalloc_bytes", r.get("rss_bytes"))) for N, r in pts]
             mem = [(N, b) for N, b in mem if b]
-            if mem:
+            if mem and name != "gemms":  # its outputs are preallocated: nothing to show
                 rss = name in RSS_ONLY
                 axes[2, j].loglog([N for N, _ in mem], [b / MB for _, b in mem],
                                   linestyle="--" if rss else "-",
@@ -636,7 +644,7 @@ def write_plot(path, results, names):
         axes[1, j].set_ylabel("time / hand-written numpy")
         axes[1, j].axhline(1, color="gray", linewidth=0.8)
         axes[2, j].set_ylabel("peak extra memory per call (MB)")
-        axes[2, j].axhline(16, color="gray", linewidth=0.8, linestyle=":")
+        axes[2, j].axhline(16, color="gray", linewidth=0.8, linestyle=":", label="16 MB target")
         axes[2, j].set_xlabel("N (rows)")
         for ax in axes[:, j]:
             ax.grid(True, which="both", alpha=0.3)
@@ -672,8 +680,10 @@ def main(argv=None):
     opts = parse_args(argv)
     opts.out.mkdir(parents=True, exist_ok=True)
     # exp overflows in the logistic of the unscaled breast-cancer data; 1 / (1 + inf) = 0 is right
+    start = time.perf_counter()
     with np.errstate(over="ignore"):
         results = run(opts)
+    results["env"]["report_minutes"] = (time.perf_counter() - start) / 60
     write_markdown(opts.out / "report.md", results, opts.impls, opts)
     write_plot(opts.out / "scaling.png", results, opts.impls)
     (opts.out / "report.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
