@@ -31,6 +31,8 @@ from fastjac.structured import (  # noqa: F401
     logit,
     matrix_softmax,
     negate_blocks,
+    nn_line_search_closure,
+    nn_loss_and_gradient_closure,
     nn_loss_closure,
     nn_loss_gradient_closure,
     random_matrix,

@@ -5,28 +5,53 @@
 * ``error_model="numpy"``: division by zero gives inf/nan like numpy instead of
   raising inside a kernel.
 * ``fastmath`` only with flags that keep NaN/Inf semantics: contraction and
-  reassociation are allowed, ``nnan``/``ninf`` never are.
+  reassociation are allowed, ``nnan``/``ninf`` never are. Code whose rounding
+  is designed (``fused.exp_nonpos``) gets contraction only.
 * Kernels are compiled lazily, once per dtype actually used (float32 or
   float64); wrappers convert everything else before calling.
+
+The thresholds below pick serial or parallel paths; each was measured on the
+development machine (2 cores, OpenBLAS 0.3.30 through scipy, Numba's OpenMP
+threading layer) as described next to it.
 """
 
 import numba
 
 FASTMATH = frozenset({"contract", "reassoc", "nsz", "arcp"})
+FASTMATH_CONTRACT = frozenset({"contract"})
 
-# Rows per task below which a parallel (prange) kernel is slower than the
-# serial one on this machine (2 cores): measured with benchmarks/, see README.
-PARALLEL_MIN_ELEMENTS = 200_000
+# Multiply-adds per call, N * (d k + k m), below which the fused kernels run
+# serially. Measured with d, k, m = 30, 20, 2, serial against 2 row chunks
+# (median of 9 rounds, idle machine): loss and gradient 64k -> 1.05-1.16x
+# (parallel slower), 128k -> 0.84-1.0x, 256k -> 0.68-0.73x, 512k+ -> ~0.7x;
+# the loss alone 1.22x, 0.83-0.88x, 0.68-0.72x, ~0.6x. The crossover is ~100k.
+PARALLEL_MIN_ELEMENTS = 100_000
+
+# d * k at and above which the fused kernels walk row blocks in one thread and
+# let BLAS thread each block's GEMMs, instead of one row chunk per Numba
+# thread. Measured at N = 20,000, 2 chunks against serial: d x k = 30x20,
+# 30x32, 40x40, 48x48, 30x64, 64x20, 128x20, 8x128, 16x128, 30x128 (d k up to
+# 3840): chunks 0.5-0.75x; 64x64: 1.2-1.5x; 128x128, 256x128, 256x256:
+# 1.35-1.6x (BLAS threads inside Numba threads fight for the 2 cores).
+WIDE_MIN_ELEMENTS = 4096
+
+# Rows per block. Narrow (row chunks or serial): 64 to 1024 rows were within
+# noise of each other at d, k = 30, 20 (N = 400,000), 256 a little ahead at
+# N = 20,000. Wide (d, k, m = 256, 512, 10, N = 40,000): 256 -> 1.12-1.21x
+# its GEMMs' time, 512 -> 1.06-1.17x, 768 -> 1.10-1.13x, 1024 -> 1.06-1.16x;
+# 512 keeps scratch at 4 MB.
+BLOCK_ROWS = 256
+WIDE_BLOCK_ROWS = 512
 
 
-def kernel(fn=None, *, parallel=False):
+def kernel(fn=None, *, parallel=False, fastmath=FASTMATH):
     """Compile ``fn`` with fastjac's policy (``@kernel`` or ``@kernel(parallel=True)``)."""
 
     def wrap(f):
         return numba.njit(
             cache=True,
             error_model="numpy",
-            fastmath=set(FASTMATH),
+            fastmath=set(fastmath),
             parallel=parallel,
             nogil=True,
         )(f)

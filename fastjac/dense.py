@@ -257,3 +257,40 @@ def nn_loss_gradient_closure(X, Y):
         return [W1grad, b1grad, W2grad, b2grad]
 
     return df
+
+
+def nn_loss_and_gradient_closure(X, Y):
+    """``fg(var) -> (loss, [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)])``.
+
+    ``nn_loss_closure`` and ``nn_loss_gradient_closure`` (the dense chain
+    rule) evaluated together: the reference for the fused version.
+
+    See Also
+    --------
+    fastjac.structured.nn_loss_and_gradient_closure
+    """
+    f = nn_loss_closure(X, Y)
+    df = nn_loss_gradient_closure(X, Y)
+
+    def fg(var):
+        return f(var), df(var)
+
+    return fg
+
+
+def nn_line_search_closure(X, Y):
+    """``ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None)``: Armijo backtracking on the loss.
+
+    Exactly ``block_backtracking(x0, nn_loss_closure(X, Y), dx, df0, alpha,
+    beta, max_iter=max_iter)``; returns its ``LineSearchResult``.
+
+    See Also
+    --------
+    fastjac.structured.nn_line_search_closure
+    """
+    f = nn_loss_closure(X, Y)
+
+    def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None):
+        return block_backtracking(x0, f, dx, df0, alpha, beta, max_iter=max_iter)
+
+    return ls

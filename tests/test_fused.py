@@ -1,0 +1,302 @@
+"""The fused fast path: loss-and-gradient and line search against the references.
+
+``fastjac.dense`` (dense Jacobians, the lecture's algorithm) is the oracle on
+small problems, the structured chain rule on larger ones; the fused kernels
+must agree with both on every path they can take (serial, row chunks, any
+block size), in float32 and float64, and be bitwise repeatable.
+
+Tolerances. float64: rtol 1e-12, plus an absolute floor of 1e-14 times the
+largest entry of the block, because an entry can be a sum of terms that
+cancel (e.g. db2 = sum_rows (q - y) / N) and two correct summation orders then
+differ by ~eps times the *terms*, not the result. float32: the fused kernel
+computes in float32 (accumulation over N rows, d or k terms each), compared
+with the float64 reference on the same float32 inputs: with eps32 = 6e-8 and
+at most a few hundred terms per sum, errors stay below ~1e-5 of the block's
+scale, so rtol 1e-4 with a floor of 1e-5 times the largest entry.
+"""
+
+import numpy as np
+import pytest
+
+import fastjac
+from fastjac import dense, fused, structured
+from fastjac.linesearch import LineSearchError, block_backtracking
+
+DTYPES = [np.float32, np.float64]
+
+
+def problem(rng, N, d, k, m, dtype=np.float64, scale=0.5):
+    X = rng.normal(size=(N, d))
+    Y = np.eye(m)[rng.integers(0, m, N)]
+    var = [scale * rng.normal(size=(d, k)), scale * rng.normal(size=(1, k)),
+           scale * rng.normal(size=(k, m)), scale * rng.normal(size=(1, m))]
+    return X.astype(dtype), Y.astype(dtype), [v.astype(dtype) for v in var]
+
+
+def reference(X, Y, var, oracle):
+    """(loss, grads) in float64 from ``oracle`` (dense or structured), grads shaped as fused's."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    var = [v.astype(np.float64) for v in var]
+    return oracle.nn_loss_closure(X, Y)(var), oracle.nn_loss_gradient_closure(X, Y)(var)
+
+
+def assert_matches(loss, grad, ref_loss, ref_grad, dtype):
+    rtol, floor = (1e-12, 1e-14) if dtype == np.float64 else (1e-4, 1e-5)
+    assert [g.shape for g in grad] == [g.shape for g in ref_grad]
+    assert all(g.dtype == dtype for g in grad)
+    np.testing.assert_allclose(loss, ref_loss, rtol=rtol)
+    for g, r in zip(grad, ref_grad):
+        np.testing.assert_allclose(g, r, rtol=rtol, atol=floor * np.abs(r).max())
+
+
+def fused_args(X, Y, var):
+    return structured._network_args(X, Y, var)
+
+
+# Shapes: N=1, m=1, odd N that no block size divides, a layer wide enough for
+# the BLAS-threaded serial plan (d k >= WIDE_MIN_ELEMENTS), k = 1.
+SHAPES = {
+    "N=1": (1, 3, 4, 2),
+    "m=1": (13, 3, 4, 1),
+    "odd": (37, 5, 7, 3),
+    "k=1": (9, 4, 1, 3),
+    "wide": (23, 64, 70, 11),
+}
+# (nchunks, block): serial in one block, serial in blocks of 7 (odd tail), one
+# row per block, and 2 and 3 row chunks (the parallel kernel).
+PATHS = {"serial": (1, None), "serial/7": (1, 7), "serial/1": (1, 1),
+         "chunks2": (2, None), "chunks3/5": (3, 5)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_public_closure_matches_dense_reference(shape, dtype, rng):
+    X, Y, var = problem(rng, *SHAPES[shape], dtype=dtype)
+    loss, grad = fastjac.nn_loss_and_gradient_closure(X, Y)(var)
+    assert isinstance(loss, float)
+    assert_matches(loss, grad, *reference(X, Y, var, dense), dtype)
+    # the dense module's own closure is exactly its two closures
+    d_loss, d_grad = dense.nn_loss_and_gradient_closure(X, Y)(var)
+    r_loss, r_grad = dense.nn_loss_closure(X, Y)(var), dense.nn_loss_gradient_closure(X, Y)(var)
+    assert d_loss == r_loss and all(np.array_equal(a, b) for a, b in zip(d_grad, r_grad))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape", ["odd", "wide", "N=1"])
+def test_every_path_matches_dense_reference(shape, path, dtype, rng):
+    X, Y, var = problem(rng, *SHAPES[shape], dtype=dtype)
+    nchunks, block = PATHS[path]
+    args = fused_args(X, Y, var)
+    loss, grad = fused.nn_loss_and_gradient(*args, nchunks=min(nchunks, X.shape[0]), block=block)
+    ref = reference(X, Y, var, dense)
+    assert_matches(loss, grad, *ref, dtype)
+    loss_only = fused.nn_loss(*args, nchunks=min(nchunks, X.shape[0]), block=block)
+    np.testing.assert_allclose(loss_only, ref[0], rtol=1e-12 if dtype == np.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,d,k,m", [(3001, 30, 20, 2), (1500, 70, 64, 10)])
+def test_large_problems_match_structured_chain_rule(N, d, k, m, dtype, rng):
+    """Above the parallel threshold (narrow: row chunks; wide: BLAS-threaded blocks)."""
+    X, Y, var = problem(rng, N, d, k, m, dtype=dtype, scale=0.3)
+    loss, grad = fastjac.nn_loss_and_gradient_closure(X, Y)(var)
+    assert_matches(loss, grad, *reference(X, Y, var, structured), dtype)
+    for nchunks, block in [(1, 64), (2, 100), (3, 256)]:
+        loss, grad = fused.nn_loss_and_gradient(*fused_args(X, Y, var), nchunks=nchunks, block=block)
+        assert_matches(loss, grad, *reference(X, Y, var, structured), dtype)
+
+
+def test_plan_picks_paths_from_sizes():
+    threads = fused.numba.get_num_threads()
+    assert fused.plan(400, 30, 20, 2)[0] == (1 if 400 * 640 < fused.PARALLEL_MIN_ELEMENTS else min(threads, 400))
+    assert fused.plan(10, 30, 20, 2) == (1, 10)
+    assert fused.plan(400_000, 30, 20, 2) == (threads, 256 if threads > 1 else 256)
+    assert fused.plan(40_000, 256, 512, 10) == (1, fused.WIDE_BLOCK_ROWS)  # BLAS threads the GEMMs
+    assert fused.plan(1, 1, 1, 1) == (1, 1)
+
+
+def test_non_contiguous_inputs_and_bias_shapes(rng):
+    X, Y, var = problem(rng, 80, 6, 5, 3)
+    Xs, Ys = np.repeat(X, 2, axis=0)[::2], np.asfortranarray(Y)
+    assert not Xs.flags.c_contiguous and not Ys.flags.c_contiguous
+    varF = [np.asfortranarray(var[0]), var[1][0], np.asfortranarray(var[2]), var[3]]
+    ref_loss, ref_grad = reference(X, Y, var, dense)
+    for XX, YY, vv in [(Xs, Ys, var), (X, Y, varF), (X.astype(int), Y, var)]:
+        if XX.dtype.kind == "i":
+            ref_loss, ref_grad = reference(XX.astype(float), Y, var, dense)
+        loss, grad = fastjac.nn_loss_and_gradient_closure(XX, YY)(vv)
+        assert_matches(loss, grad, ref_loss, ref_grad, np.float64)
+    # mixed float32 data and float64 blocks promote to float64, as the other closures do
+    loss, grad = fastjac.nn_loss_and_gradient_closure(X.astype(np.float32), Y)(var)
+    assert all(g.dtype == np.float64 for g in grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", [50, 5000])
+def test_repeated_calls_are_bitwise_identical(N, dtype, rng):
+    X, Y, var = problem(rng, N, 30, 20, 2, dtype=dtype)
+    fg = fastjac.nn_loss_and_gradient_closure(X, Y)
+    first = fg(var)
+    args = fused_args(X, Y, var)
+    forced = fused.nn_loss_and_gradient(*args, nchunks=2, block=33)
+    for _ in range(4):
+        loss, grad = fg(var)
+        assert loss == first[0] and all(np.array_equal(a, b) for a, b in zip(grad, first[1]))
+        loss, grad = fused.nn_loss_and_gradient(*args, nchunks=2, block=33)
+        assert loss == forced[0] and all(np.array_equal(a, b) for a, b in zip(grad, forced[1]))
+
+
+def test_inputs_are_not_modified(rng):
+    X, Y, var = problem(rng, 300, 8, 6, 3)
+    copies = [a.copy() for a in [X, Y, *var]]
+    g = as_var_shapes(fastjac.nn_loss_and_gradient_closure(X, Y)(var)[1], var)
+    fastjac.nn_line_search_closure(X, Y)(var, fastjac.negate_blocks(g), g)
+    assert all(np.array_equal(a, b) for a, b in zip([X, Y, *var], copies))
+
+
+def test_extreme_logits_stay_finite(rng):
+    """|Z1| and |Z2| up to ~1e4: logistic saturates without overflow, log-softmax stays finite.
+
+    (The chain-rule path divides by Q = 0 here; tests/test_extreme.py checks the
+    values against an extended-precision reference.)
+    """
+    X, Y, var = problem(rng, 60, 5, 6, 3, scale=1.0)
+    var = [1e3 * var[0], 1e3 * var[1], 1e3 * var[2], var[3]]
+    loss, grad = fastjac.nn_loss_and_gradient_closure(X, Y)(var)
+    assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grad)
+    np.testing.assert_allclose(loss, structured.nn_loss_closure(X, Y)(var), rtol=1e-12)
+
+
+def test_nan_propagates(rng):
+    X, Y, var = problem(rng, 20, 3, 4, 2)
+    X[3, 1] = np.nan
+    loss, grad = fastjac.nn_loss_and_gradient_closure(X, Y)(var)
+    assert np.isnan(loss) and np.isnan(grad[0]).any()
+    assert np.isnan(fastjac.nn_loss_closure(X, Y)(var))
+
+
+def test_no_per_row_temporaries(rng):
+    """Scratch is O(block (k + m)) per thread: far below one (N, k) array."""
+    import tracemalloc
+    X, Y, var = problem(rng, 100_000, 30, 20, 2)
+    fg = fastjac.nn_loss_and_gradient_closure(X, Y)
+    fg(var)
+    tracemalloc.start()
+    try:
+        fg(var)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"peak {peak} B; one (N, k) float64 array is {X.shape[0] * 20 * 8} B"
+
+
+def test_exp_nonpos_is_accurate():
+    x = np.concatenate([-np.linspace(0, 760, 200_001), -np.geomspace(1e-300, 1, 1001),
+                        [0.0, -0.0, -745.13, -745.14, -1e4, -np.inf, np.nan]])
+    out = np.empty_like(x)
+    fused.logistic_inplace  # noqa: B018  (compiled module-level kernels)
+    _exp_all(x, out)
+    ref = np.exp(x)
+    normal = ref >= np.finfo(np.float64).tiny
+    assert np.all(np.abs(out - ref)[normal] <= np.spacing(ref[normal]))  # within 1 ulp
+    assert np.all(np.abs(out - ref)[~normal & ~np.isnan(ref)] <= 5e-324)
+    assert out[-3] == 0 and out[-2] == 0 and np.isnan(out[-1])
+
+
+def _exp_all(x, out):
+    from numba import njit
+
+    @njit
+    def run(x, out):
+        for i in range(x.size):
+            out[i] = fused.exp_nonpos(x[i])
+
+    run(x, out)
+
+
+# ---------------------------------------------------------------- line search
+
+def lecture_start():
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    X = data["data"][:400]
+    Y = np.eye(2)[data.target[:400]]
+    state = np.random.get_state()
+    np.random.seed(1234)
+    var = [fastjac.random_matrix((30, 20)), np.zeros((1, 20)), fastjac.random_matrix((20, 2)),
+           np.zeros((1, 2))]
+    np.random.set_state(state)
+    return X, Y, var
+
+
+def as_var_shapes(grad, var):
+    return [g.reshape(v.shape) for g, v in zip(grad, var)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_line_search_follows_block_backtracking_for_many_steps(dtype):
+    """The lecture's training on breast cancer: same t, nfev and blocks; fx to rtol 1e-12."""
+    X, Y, var = lecture_start()
+    X, Y, var = X.astype(dtype), Y.astype(dtype), [v.astype(dtype) for v in var]
+    f = structured.nn_loss_closure(X, Y)
+    fg = fastjac.nn_loss_and_gradient_closure(X, Y)
+    ls = fastjac.nn_line_search_closure(X, Y)
+    for step in range(60 if dtype == np.float64 else 20):
+        _, grad = fg(var)
+        g = as_var_shapes(grad, var)
+        dx = fastjac.negate_blocks(g)
+        plain = block_backtracking(var, f, dx, g)
+        fast = ls(var, dx, g)
+        assert (fast.t, fast.nfev) == (plain.t, plain.nfev), step
+        # float32: the loss is accumulated in float64 from float32 values either way
+        np.testing.assert_allclose(fast.fx, plain.fx, rtol=1e-12 if dtype == np.float64 else 1e-6)
+        assert all(np.array_equal(a, b) for a, b in zip(fast.x, plain.x))
+        x, fx = fast
+        assert isinstance(fast, fastjac.LineSearchResult) and fx == fast.fx
+        var = plain.x
+
+
+@pytest.mark.parametrize("nchunks,block", [(1, 7), (2, 50), (3, 256)])
+def test_line_loss_paths_agree(nchunks, block, rng):
+    X, Y, var = problem(rng, 401, 6, 5, 3)
+    Xc, Yc, W1, b1, W2, b2 = fused_args(X, Y, var)
+    dW1, db1 = rng.normal(size=W1.shape), rng.normal(size=b1.shape)
+    f = structured.nn_loss_closure(X, Y)
+    line = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1, nchunks=nchunks, block=block)
+    for t in [0.0, 1.0, 0.25, 1e-3]:
+        x = [W1 + t * dW1, b1 + t * db1, W2, b2]
+        np.testing.assert_allclose(line(t, W2, b2), f(x), rtol=1e-12)
+
+
+def test_fused_line_search_fails_like_block_backtracking(rng):
+    X, Y, var = problem(rng, 40, 4, 3, 2)
+    f = structured.nn_loss_closure(X, Y)
+    g = as_var_shapes(fastjac.nn_loss_and_gradient_closure(X, Y)(var)[1], var)
+    neg = fastjac.negate_blocks(g)
+    for ls in (fastjac.nn_line_search_closure(X, Y), dense.nn_line_search_closure(X, Y)):
+        bad = [v.copy() for v in var]
+        bad[2][0, 0] = np.inf
+        for args, kwargs, match in [
+            ((bad, neg, g), {}, "not finite"),
+            ((var, g, g), {}, "not a descent direction"),
+            ((var, [1e6 * d for d in neg], g), {"max_iter": 1}, "no step accepted"),
+        ]:
+            with pytest.raises(LineSearchError, match=match):
+                block_backtracking(args[0], f, *args[1:], **kwargs)
+            with pytest.raises(LineSearchError, match=match):
+                ls(*args, **kwargs)
+        with pytest.raises(ValueError, match="alpha and beta"):
+            ls(var, neg, g, alpha=1.5)
+        res = ls(var, [1e3 * d for d in neg], g, alpha=0.3, beta=0.8)
+        ref = block_backtracking(var, f, [1e3 * d for d in neg], g, alpha=0.3, beta=0.8)
+        assert (res.t, res.nfev) == (ref.t, ref.nfev)
+
+
+def test_dense_line_search_is_block_backtracking(rng):
+    X, Y, var = problem(rng, 30, 4, 3, 2)
+    g = as_var_shapes(dense.nn_loss_gradient_closure(X, Y)(var), var)
+    res = dense.nn_line_search_closure(X, Y)(var, fastjac.negate_blocks(g), g, alpha=0.2)
+    ref = block_backtracking(var, dense.nn_loss_closure(X, Y), fastjac.negate_blocks(g), g, alpha=0.2)
+    assert (res.t, res.nfev, res.fx) == (ref.t, ref.nfev, ref.fx)
