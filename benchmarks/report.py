@@ -221,6 +221,12 @@ def _git(*args):
         return ""
 
 
+def _git_state():
+    """Short commit of HEAD, noting uncommitted changes to the package."""
+    head = _git("rev-parse", "--short", "HEAD")
+    return head + (" (uncommitted changes in fastjac/)" if _git("status", "--porcelain", "--", "../fastjac") else "")
+
+
 def _cpu_model():
     info = {}
     try:
@@ -291,11 +297,9 @@ def environment(names):
     except ValueError:
         layer = "not yet initialised"
     return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "python_executable": sys.executable,
-        "git": f"{_git('rev-parse', '--short', 'HEAD')}"
-               + (" (uncommitted changes)" if _git("status", "--porcelain", "--", "../fastjac") else ""),
+        "git": _git_state(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpus_usable": len(os.sched_getaffinity(0)),
@@ -502,16 +506,22 @@ def fmt_time(s):
     return f"{s * 1e6:.3g} µs"
 
 
+def fmt_share(x):
+    return "unknown" if x is None else f"{100 * x:.0f}%"
+
+
 def fmt_bytes(b):
     return "—" if b is None else f"{b / MB:.3g} MB"
 
 
-def scaling_tables(network, by_size, names):
+def scaling_tables(network, by_size, names, noise):
     d, k, m = workloads.NETWORKS[network]
     cols = [n for n in names + ["gemms"] if any(n in row for row in by_size.values())]
     head = "| N | " + " | ".join(LABELS.get(c, c) for c in cols) + " |\n|---|" + "---|" * len(cols)
     lines = [f"### {network} network (d={d}, k={k}, m={m})", "",
-             "Median time per loss-and-gradient call (× hand-written numpy):", "", head]
+             "Median time per loss-and-gradient call (× hand-written numpy); last column: share "
+             "of the CPUs other processes used while the row was timed:", "",
+             head.replace(" |\n", " | others' CPU |\n", 1) + "---|"]
     for N, row in by_size.items():
         cells = []
         for c in cols:
@@ -520,6 +530,7 @@ def scaling_tables(network, by_size, names):
                 cells.append(f"{fmt_time(r['median_s'])} ({r['ratio_to_numpy']:.2f}×)")
             else:
                 cells.append("—")
+        cells.append(fmt_share(noise.get(N)))
         lines.append(f"| {int(N):,} | " + " | ".join(cells) + " |")
     lines += ["", "Peak extra memory per call, tracemalloc (RSS delta, /proc):", "", head]
     for N, row in by_size.items():
@@ -547,16 +558,40 @@ def scaling_tables(network, by_size, names):
     return lines
 
 
-def busy(results):
-    """True when other processes kept the CPUs busy just before the run (1-min load above 1)."""
-    start = results["loadavg_start"]
-    return start[:1].isdigit() and float(start.split()[0]) > 1
+class OtherLoad:
+    """CPU time other processes (and the hypervisor's steal) took while this run went on.
+
+    The system's busy time from /proc/stat minus this process's and its
+    children's CPU time, as a share of all CPUs over the wall time.
+    """
+
+    def __init__(self):
+        self.start = self._read()
+
+    @staticmethod
+    def _read():
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as fh:
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, fh.readline().split()[1:9])
+        t = os.times()
+        return (time.perf_counter(), (user + nice + system + irq + softirq + steal) / ticks,
+                t.user + t.system + t.children_user + t.children_system)
+
+    def share(self):
+        """Fraction of all usable CPUs used by others since construction (None if unreadable)."""
+        try:
+            (w0, busy0, own0), (w1, busy1, own1) = self.start, self._read()
+        except (OSError, ValueError):
+            return None
+        return max(0.0, (busy1 - busy0) - (own1 - own0)) / ((w1 - w0) * len(os.sched_getaffinity(0)))
 
 
 def write_markdown(path, results, names, opts):
     env = results["env"]
     lines = ["# fastjac benchmark report", "",
-             f"Generated {env['date']} by `{env['command']}` at commit {env['git']} "
+             f"Started {results['started']} by `{env['command']}` at commit {results['git_start']}"
+             + (f" (HEAD was {env['git']} at the end)" if env["git"] != results["git_start"] else "")
+             + " "
              f"in {env['report_minutes']:.1f} min"
              + (" — **--quick: reduced sizes and repeats, not a verdict**" if opts.quick else "")
              + ".", "",
@@ -572,7 +607,7 @@ def write_markdown(path, results, names, opts):
         lines.append(f"| {row['target']} | {row['goal']} | {row['measured']} | {row['verdict']} |")
     lines += ["", "## Scaling", "", "![scaling](scaling.png)", ""]
     for network, by_size in results["scaling"].items():
-        lines += scaling_tables(network, by_size, names) + [""]
+        lines += scaling_tables(network, by_size, names, results["noise"].get(network, {})) + [""]
     bc = results.get("breast_cancer", {})
     if bc:
         lines += ["### breast cancer, N=400 (the lecture's data and start)", "",
@@ -591,9 +626,10 @@ def write_markdown(path, results, names, opts):
     lines += [f"- CPU: {cpu.get('model name')} (family {cpu.get('cpu family')}, model "
               f"{cpu.get('model')}, AVX-512: {cpu.get('avx512')}), {env['cpus_usable']} usable CPUs; "
               f"load average (1, 5, 15 min) {results['loadavg_start']} at start, {env['loadavg']} at end",
-              *(["- **The machine was busy before the run** (1-minute load average above 1): other "
-                 "processes shared the cores, so absolute times are inflated; ratios within a row, "
-                 "timed together, are less affected"] if busy(results) else []),
+              f"- Other processes used {fmt_share(env['others_cpu_share'])} of the CPUs during the run"
+              + (" — **the machine was shared**: absolute times are inflated and parallel code "
+                 "(which waits for its slowest thread) suffers most; ratios within a row were timed "
+                 "together" if (env["others_cpu_share"] or 0) > 0.05 else ""),
               f"- Platform: {env['platform']}; Python {env['versions']['python']} ({env['python_executable']})",
               f"- Numba threads: {env['numba_threads']}, threading layer: {env['numba_threading_layer']}"]
     for b in env["blas"]:
@@ -680,10 +716,11 @@ def main(argv=None):
     opts = parse_args(argv)
     opts.out.mkdir(parents=True, exist_ok=True)
     # exp overflows in the logistic of the unscaled breast-cancer data; 1 / (1 + inf) = 0 is right
-    start = time.perf_counter()
+    start, others = time.perf_counter(), OtherLoad()
     with np.errstate(over="ignore"):
         results = run(opts)
     results["env"]["report_minutes"] = (time.perf_counter() - start) / 60
+    results["env"]["others_cpu_share"] = others.share()
     write_markdown(opts.out / "report.md", results, opts.impls, opts)
     write_plot(opts.out / "scaling.png", results, opts.impls)
     (opts.out / "report.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -697,7 +734,8 @@ def run(opts):
     names = opts.impls
     # --quick leaves the dense reference to the chain-rule comparison (it takes ~0.5 s a call)
     scaled_names = [n for n in names if not (opts.quick and n == "dense")]
-    results = {"scaling": {}, "loadavg_start": _loadavg()}
+    results = {"scaling": {}, "noise": {}, "loadavg_start": _loadavg(), "git_start": _git_state(),
+               "started": datetime.datetime.now().isoformat(timespec="seconds")}
     print("breast cancer N=400", flush=True)
     X, Y, var = workloads.breast_cancer(400)
     results["breast_cancer"] = measure(X, Y, var, "narrow", 400, scaled_names, opts)
@@ -706,8 +744,10 @@ def run(opts):
         results["scaling"][network] = {}
         for N in sizes:
             X, Y, var = workloads.synthetic(network, N)
+            others = OtherLoad()
             results["scaling"][network][str(N)] = measure(X, Y, var, network, N, scaled_names,
                                                           opts, gemms=network == "wide")
+            results["noise"].setdefault(network, {})[str(N)] = others.share()
         workloads.synthetic.cache_clear()
     print("chain rule at N=400: dense vs structured", flush=True)
     results["chain_rule_400"] = chain_rule_400(opts)
