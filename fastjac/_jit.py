@@ -43,6 +43,16 @@ WIDE_MIN_ELEMENTS = 4096
 BLOCK_ROWS = 256
 WIDE_BLOCK_ROWS = 512
 
+# Inputs d from which the fused line search computes the first layer along the
+# line once (``[X W1 + b1 | X dW1 + db1]``, 1.5-1.9 loss evaluations) so that
+# each trial skips the X W1 product. Measured, one trial against one loss
+# evaluation (2 threads): d, k = 30, 20 (N = 400,000): 0.86-0.93x; 30, 128:
+# 1.0x; 64, 64: 1.05-1.12x; 96, 96: 0.8-0.96x; 128, 64: 0.7x; 128, 128:
+# 0.88x (break-even after 6-40 trials); 256, 128: 0.59x; 256, 512: 0.37-0.54x;
+# 784, 128: 0.27x (break-even after 2.3-3.5 trials, a typical search makes
+# 2-12).
+LINESEARCH_MIN_INPUTS = 200
+
 
 def kernel(fn=None, *, parallel=False, fastmath=FASTMATH):
     """Compile ``fn`` with fastjac's policy (``@kernel`` or ``@kernel(parallel=True)``)."""

@@ -10,28 +10,37 @@ chain rule contracted by hand::
     G1 = (G2 W2^T) * A (1 - A)          # * D logit, (N, k)
     dW1 = X^T G1,  db1 = sum_rows G1
 
-How it is made fast (every choice measured; numbers in ``fastjac._jit``):
+How it is made fast (each choice measured on the 2-core development machine;
+the thresholds and their measurements are in ``fastjac._jit``):
 
-* **Row blocks.** Rows are processed in blocks of at most ``block`` rows. For
+* **Row blocks.** Rows are processed in blocks of at most ``block`` rows; for
   each block the forward and the backward pass run back to back while the
-  block of X is in cache, so scratch is ``block * (2k + m)`` values per
-  thread and no array has N rows.
-* **BLAS on blocks.** The five products of a block (X W1, A W2, A^T G2,
-  G2 W2^T, X^T G1) call BLAS GEMM (the one Numba's ``np.dot`` uses, scipy's),
-  with ``beta = 1`` so gradients accumulate in place. Hand-written loops for
-  the same products were 5x slower even at d = 30, k = 20.
-* **A vectorisable exp.** ``exp_nonpos`` is a polynomial exp that LLVM
-  vectorises (libm's ``exp`` is a scalar call): logistic plus derivative went
-  from 5.8 to 1.5 ns per element, single-threaded.
+  block of X is in cache. Scratch is ``block * (2k + m)`` values per thread;
+  no array has N rows (a call at N = 400,000, d, k, m = 30, 20, 2 allocates
+  0.2 MB; at N = 40,000, d, k, m = 256, 512, 10 it allocates 5.4 MB).
+* **BLAS on blocks.** X W1, A W2, A^T G2 and X^T G1 of a block are BLAS GEMMs
+  (Numba's own entry point, i.e. scipy's BLAS), with ``beta = 1`` so the
+  gradients accumulate in place. Hand-written loops for them were 5x slower
+  at d, k = 30, 20. G2 W2^T has only m terms per entry: loops up to
+  ``SMALL_M``, a GEMM above.
+* **A vectorisable exp.** ``exp_nonpos`` is a table-and-polynomial exp that
+  LLVM vectorises, where libm's ``exp`` is a scalar call: logistic plus
+  derivative cost about 2 ns per element instead of 6-8 ns. Arguments below -745.2 give an
+  exact 0 without computing an underflow (a microcode assist, 6x slower).
 * **Threads, chosen from the sizes** (``plan``): small problems run serially;
-  large narrow ones split the rows into one contiguous chunk per Numba thread,
-  each with its own scratch and partial sums, with blocks small enough that
-  every GEMM stays below OpenBLAS's single-thread cut-off (no BLAS threads
-  inside Numba threads); wide layers walk the blocks serially and let BLAS
-  thread each (large) GEMM.
-* **Determinism.** Chunk partial sums are added in chunk order, blocks in row
-  order, so for a fixed number of threads repeated calls are bitwise
+  larger narrow ones split the rows into one contiguous chunk per Numba
+  thread, each with its own scratch and partial sums; wide layers
+  (``d k >= WIDE_MIN_ELEMENTS``) walk the blocks in one thread and let BLAS
+  thread each large GEMM. Mixing the two (Numba threads for the elementwise
+  work between BLAS-threaded GEMMs) was 2-10x slower: the two thread pools
+  spin against each other on 2 cores.
+* **Determinism.** Chunk partial sums are added in chunk order and blocks in
+  row order, so for a fixed number of threads repeated calls are bitwise
   identical; the result may change with the number of threads.
+
+The line search (``LineLoss``) computes ``[X W1 + b1 | X dW1 + db1]`` once;
+each trial step is then elementwise work and m dot products per row, without
+BLAS, so its row chunks run in parallel at any width.
 
 Kernels only loop (arrays in, arrays or ``out`` out); the wrappers at the end
 take validated, C-contiguous arrays of one dtype (float32 or float64) and
@@ -41,11 +50,13 @@ allocate all scratch, so ``tracemalloc`` sees every byte.
 import numba
 import numpy as np
 from numba import prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from fastjac._jit import (
     BLOCK_ROWS,
     FASTMATH_CONTRACT,
+    LINESEARCH_MIN_INPUTS,
     PARALLEL_MIN_ELEMENTS,
     WIDE_BLOCK_ROWS,
     WIDE_MIN_ELEMENTS,
@@ -65,52 +76,59 @@ def _float64_from_bits(typingctx, bits):
     return types.float64(types.int64), codegen
 
 
-_INV_LN2 = 1.4426950408889634
-# ln 2 split so that n * _LN2_HI is exact for |n| < 2^20 (Cody and Waite; fdlibm's constants)
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-# 1/i! for i = 0..13: |r| <= ln2/2 leaves a truncation error below 4e-18 relative
-_E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7 = (
-    1.0, 1.0, 0.5, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040)
-_E8, _E9, _E10, _E11, _E12, _E13 = (
-    1 / 40320, 1 / 362880, 1 / 3628800, 1 / 39916800, 1 / 479001600, 1 / 6227020800)
+# exp(x) = 2^q 2^(j/64) exp(r): n = round(64 x / ln2) = 64 q + j, r = x - n ln2/64,
+# |r| <= ln2/128. ln2/64 is split so that n * _LN2_64_HI is exact for |n| < 2^29
+# (a 24-bit high part; Cody and Waite).
+_N_PER_LN2 = 92.33248261689366
+_LN2_64_HI = 0.010830424726009369
+_LN2_64_LO = -2.9760223436661086e-11
+# 2^(j/64), j = 0..63, correctly rounded (from 80-bit long double; tests check them)
+_EXP2_J64 = np.array([
+    1.0, 1.0108892860517005, 1.0218971486541166, 1.0330248790212284,
+    1.0442737824274138, 1.0556451783605572, 1.0671404006768237, 1.0787607977571199,
+    1.0905077326652577, 1.102382583307841, 1.1143867425958924, 1.1265216186082418,
+    1.1387886347566916, 1.1511892299529827, 1.1637248587775775, 1.1763969916502812,
+    1.189207115002721, 1.202156731452703, 1.215247359980469, 1.22848053610687,
+    1.241857812073484, 1.255380757024691, 1.2690509571917332, 1.2828700160787783,
+    1.2968395546510096, 1.3109612115247644, 1.3252366431597413, 1.339667524053303,
+    1.3542555469368927, 1.3690024229745905, 1.383909881963832, 1.3989796725383112,
+    1.4142135623730951, 1.42961333839197, 1.4451808069770467, 1.460917794180647,
+    1.4768261459394993, 1.4929077282912648, 1.5091644275934228, 1.5255981507445384,
+    1.5422108254079407, 1.559004400237837, 1.5759808451078865, 1.593142151342267,
+    1.6104903319492543, 1.6280274218573478, 1.645755478153965, 1.6636765803267364,
+    1.681792830507429, 1.7001063537185235, 1.718619298122478, 1.7373338352737062,
+    1.7562521603732995, 1.7753764925265212, 1.7947090750031072, 1.8142521755003989,
+    1.8340080864093424, 1.8539791250833855, 1.8741676341103, 1.8945759815869656,
+    1.9152065613971474, 1.9360617934922943, 1.9571441241754002, 1.978456026387951,
+])
 
 
 # Reassociation would fold the two-constant reduction into one and lose ~10
 # bits at |x| ~ 700, so this function gets only FMA contraction.
 @kernel(fastmath=FASTMATH_CONTRACT)
 def exp_nonpos(x):
-    """``exp(x)`` for ``x <= 0`` in float64, within 1 ulp; NaN gives NaN, -inf gives 0.
+    """``exp(x)`` for ``x <= 0`` in float64, within 2 ulp; NaN gives NaN, -inf gives 0.
 
-    ``x = n ln2 + r`` with ``|r| <= ln2 / 2``; ``exp(r)`` by its degree-13
-    Taylor polynomial; ``2^n`` built from exponent bits in two halves so
-    subnormal results (n down to -1075) come out right. No calls, no
-    branches that LLVM cannot turn into selects: loops over it vectorise.
+    ``x = (64 q + j) ln2/64 + r`` with ``|r| <= ln2/128``: ``exp(r)`` by its
+    degree-5 Taylor polynomial (truncation < 4e-17), ``2^(j/64)`` from a
+    table, ``2^q`` built from exponent bits in two halves so subnormal
+    results come out right. No calls, only selects and a gather: loops over
+    it vectorise (about 1.1 ns per element, against 1.8 ns for a degree-13
+    polynomial without the table and 6-8 ns for libm's scalar exp).
     """
-    # Below -745.14, exp(x) rounds to 0: return an exact 0 instead of computing
+    # Below -745.2, exp(x) rounds to 0: return an exact 0 instead of computing
     # an underflow, which costs a microcode assist (6x slower per element).
     underflow = x < -745.2
     if underflow:
         x = 0.0
-    n = np.floor(x * _INV_LN2 + 0.5)
-    r = (x - n * _LN2_HI) - n * _LN2_LO
-    p = _E13
-    p = p * r + _E12
-    p = p * r + _E11
-    p = p * r + _E10
-    p = p * r + _E9
-    p = p * r + _E8
-    p = p * r + _E7
-    p = p * r + _E6
-    p = p * r + _E5
-    p = p * r + _E4
-    p = p * r + _E3
-    p = p * r + _E2
-    p = p * r + _E1
-    p = p * r + _E0
+    n = np.floor(x * _N_PER_LN2 + 0.5)
+    r = (x - n * _LN2_64_HI) - n * _LN2_64_LO
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120)))))
     ni = np.int64(n) if n == n else np.int64(0)
-    h = ni >> 1
-    e = p * _float64_from_bits((h + 1023) << 52) * _float64_from_bits((ni - h + 1023) << 52)
+    q = ni >> 6
+    h = q >> 1
+    e = (p * _EXP2_J64[ni & 63] * _float64_from_bits((h + 1023) << 52)
+         * _float64_from_bits((q - h + 1023) << 52))
     return 0.0 if underflow else e
 
 
@@ -128,6 +146,19 @@ _NOTRANS = np.int8(ord("n"))
 _TRANS = np.int8(ord("t"))
 
 
+@intrinsic
+def _scalar_slot(typingctx, value, like):
+    """Pointer to a stack slot holding ``value`` in ``like``'s dtype (BLAS takes alpha, beta by address)."""
+    dtype = like.dtype
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], dtype)
+        slot = cgutils.alloca_once_value(builder, v)
+        return builder.bitcast(slot, cgutils.voidptr_t)
+
+    return types.voidptr(value, like), codegen
+
+
 @kernel
 def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     """``C = alpha op(A) op(B) + beta C`` for row-major 2-D arrays whose rows are contiguous.
@@ -139,12 +170,9 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     M, N = C.shape
     K = A.shape[0] if trans_a else A.shape[1]
     kind = np.int8(ord("d")) if C.itemsize == 8 else np.int8(ord("s"))
-    scalars = np.empty(2, dtype=C.dtype)
-    scalars[0] = alpha
-    scalars[1] = beta
     _xxgemm(kind, _TRANS if trans_b else _NOTRANS, _TRANS if trans_a else _NOTRANS, N, M, K,
-            scalars[0:].ctypes, B.ctypes, B.shape[1], A.ctypes, A.shape[1],
-            scalars[1:].ctypes, C.ctypes, C.shape[1])
+            _scalar_slot(alpha, C), B.ctypes, B.shape[1], A.ctypes, A.shape[1],
+            _scalar_slot(beta, C), C.ctypes, C.shape[1])
 
 
 # ---------------------------------------------------------------- one block of rows
@@ -460,6 +488,15 @@ def nn_loss(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None):
         loss_chunks(X, Y, W1, b1, W2, b2, block, work, losses)
         total = float(_sum_in_order(losses))
     return total / N
+
+
+def precompute_line(N, d, k, m):
+    """Whether a line search should compute ``[X W1 + b1 | X dW1 + db1]`` once.
+
+    It costs about 1.5-1.9 loss evaluations and makes each trial cheaper by
+    the X W1 product, which pays only when d is large (``LINESEARCH_MIN_INPUTS``).
+    """
+    return d >= LINESEARCH_MIN_INPUTS
 
 
 class LineLoss:

@@ -269,10 +269,12 @@ def nn_line_search_closure(X, Y):
 
     Accepts the same step as ``block_backtracking(x0, nn_loss_closure(X, Y),
     dx, df0, alpha, beta, max_iter=max_iter)``, with the same errors and the
-    same ``LineSearchResult`` (``x`` built by ``update_blocks``), but the
-    first layer along the line is ``Z1 + t P`` with ``Z1 = X W1 + b1`` and
-    ``P = X dW1 + db1`` computed once, so each trial costs O(N k m) instead
-    of an X W1 product. Holds Z1 and P, 2 N k values, during the call.
+    same ``LineSearchResult`` (``x`` built by ``update_blocks``). When the
+    first layer is wide enough for it to pay (``fastjac.fused.precompute_line``),
+    the first layer along the line is ``Z1 + t P`` with ``Z1 = X W1 + b1`` and
+    ``P = X dW1 + db1`` computed once (2 N k values held during the call), so
+    each trial costs O(N k m) instead of an X W1 product; otherwise each trial
+    is one fused loss evaluation.
 
     See Also
     --------
@@ -281,19 +283,27 @@ def nn_line_search_closure(X, Y):
 
     from fastjac.linesearch import armijo_backtrack, armijo_setup
 
+    f = nn_loss_closure(X, Y)
+
     def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None):
         delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
         Xc, Yc, W1, b1, W2, b2 = _network_args(X, Y, x0)
+        if not fused.precompute_line(*Xc.shape, *W2.shape):
+            def trial(t):
+                x = update_blocks(x0, dx, t)
+                return x, f(x)
+
+            return armijo_backtrack(f(x0), delta, beta, max_iter, trial)
+
         _, _, dW1, db1, dW2, db2 = _network_args(X, Y, dx)
         dtype = np.result_type(W1, dW1)
         c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
         line = fused.LineLoss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1))
-        f0 = line(0.0, c(W2), c(b2))
 
         def trial(t):
             x = update_blocks(x0, dx, t)
             return x, line(t, c(x[2]), c(x[3]).ravel())
 
-        return armijo_backtrack(f0, delta, beta, max_iter, trial)
+        return armijo_backtrack(line(0.0, c(W2), c(b2)), delta, beta, max_iter, trial)
 
     return ls

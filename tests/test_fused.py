@@ -195,13 +195,21 @@ def test_exp_nonpos_is_accurate():
     x = np.concatenate([-np.linspace(0, 760, 200_001), -np.geomspace(1e-300, 1, 1001),
                         [0.0, -0.0, -745.13, -745.14, -1e4, -np.inf, np.nan]])
     out = np.empty_like(x)
-    fused.logistic_inplace  # noqa: B018  (compiled module-level kernels)
     _exp_all(x, out)
     ref = np.exp(x)
     normal = ref >= np.finfo(np.float64).tiny
-    assert np.all(np.abs(out - ref)[normal] <= np.spacing(ref[normal]))  # within 1 ulp
+    assert np.all(np.abs(out - ref)[normal] <= 2 * np.spacing(ref[normal]))  # within 2 ulp
     assert np.all(np.abs(out - ref)[~normal & ~np.isnan(ref)] <= 5e-324)
     assert out[-3] == 0 and out[-2] == 0 and np.isnan(out[-1])
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="needs 80-bit long double")
+def test_exp_table_is_correctly_rounded():
+    exact = np.exp2(np.arange(64, dtype=np.longdouble) / 64)
+    assert np.array_equal(fused._EXP2_J64, exact.astype(np.float64))
+    split = np.longdouble(fused._LN2_64_HI) + np.longdouble(fused._LN2_64_LO)
+    assert abs(split - np.log(np.longdouble(2)) / 64) < 1e-26
+    assert float(np.float32(fused._LN2_64_HI)) == fused._LN2_64_HI  # 24-bit: n * HI exact
 
 
 def _exp_all(x, out):
@@ -235,8 +243,15 @@ def as_var_shapes(grad, var):
     return [g.reshape(v.shape) for g, v in zip(grad, var)]
 
 
+@pytest.fixture(params=["precomputed", "direct"])
+def line_path(request, monkeypatch):
+    """Force the line search's path: Z1 + t P precomputed, or one fused loss per trial."""
+    monkeypatch.setattr(fused, "LINESEARCH_MIN_INPUTS", 0 if request.param == "precomputed" else 10**9)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fused_line_search_follows_block_backtracking_for_many_steps(dtype):
+def test_fused_line_search_follows_block_backtracking_for_many_steps(dtype, line_path):
     """The lecture's training on breast cancer: same t, nfev and blocks; fx to rtol 1e-12."""
     X, Y, var = lecture_start()
     X, Y, var = X.astype(dtype), Y.astype(dtype), [v.astype(dtype) for v in var]
@@ -250,7 +265,8 @@ def test_fused_line_search_follows_block_backtracking_for_many_steps(dtype):
         plain = block_backtracking(var, f, dx, g)
         fast = ls(var, dx, g)
         assert (fast.t, fast.nfev) == (plain.t, plain.nfev), step
-        # float32: the loss is accumulated in float64 from float32 values either way
+        # float32: Z1 + t P and X (W1 + t dW1) round differently in float32
+        # (eps 6e-8), and the mean loss is accumulated in float64: fx agrees to ~1e-7
         np.testing.assert_allclose(fast.fx, plain.fx, rtol=1e-12 if dtype == np.float64 else 1e-6)
         assert all(np.array_equal(a, b) for a, b in zip(fast.x, plain.x))
         x, fx = fast
@@ -270,7 +286,12 @@ def test_line_loss_paths_agree(nchunks, block, rng):
         np.testing.assert_allclose(line(t, W2, b2), f(x), rtol=1e-12)
 
 
-def test_fused_line_search_fails_like_block_backtracking(rng):
+def test_line_search_picks_its_path_from_the_width():
+    assert not fused.precompute_line(400, 30, 20, 2)
+    assert fused.precompute_line(40_000, 256, 512, 10)
+
+
+def test_fused_line_search_fails_like_block_backtracking(rng, line_path):
     X, Y, var = problem(rng, 40, 4, 3, 2)
     f = structured.nn_loss_closure(X, Y)
     g = as_var_shapes(fastjac.nn_loss_and_gradient_closure(X, Y)(var)[1], var)
