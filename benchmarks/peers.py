@@ -40,10 +40,13 @@ def available(name):
 
 
 def version(name):
-    """The installed version of peer ``name``, or None."""
+    """The installed distribution version of peer ``name``, or None."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
     try:
-        return _import(name).__version__
-    except (MissingPeer, AttributeError):
+        return dist_version(name)
+    except PackageNotFoundError:
         return None
 
 
