@@ -343,18 +343,30 @@ def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g):
     return loss
 
 
-@kernel(parallel=True)
-def loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, losses):
-    """``loss_grad_rows`` on ``len(G)`` contiguous row chunks in parallel.
+@kernel
+def add_rows_in_order(G):
+    """``G[0] += G[1]; G[0] += G[2]; ...``: chunk partial sums merged in a fixed order."""
+    for c in range(1, G.shape[0]):
+        for i in range(G.shape[1]):
+            G[0, i] += G[c, i]
 
-    Chunk c uses scratch ``work[c]``, adds its gradient sums to ``G[c]`` and
-    stores its loss sum in ``losses[c]``; the caller adds them in chunk order.
+
+@kernel(parallel=True)
+def loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G):
+    """``loss_grad_rows`` on ``len(G)`` contiguous row chunks in parallel; the loss sum.
+
+    Chunk c uses scratch ``work[c]`` and adds its gradient terms to ``G[c]``;
+    then ``G[0]`` gets the others added in chunk order.
     """
     nchunks = G.shape[0]
     N = X.shape[0]
+    losses = np.empty((nchunks, 1))
     for c in prange(nchunks):
-        losses[c] = loss_grad_rows(X, Y, W1, b1, W2, b2, c * N // nchunks,
-                                   (c + 1) * N // nchunks, block, work[c], G[c])
+        losses[c, 0] = loss_grad_rows(X, Y, W1, b1, W2, b2, c * N // nchunks,
+                                      (c + 1) * N // nchunks, block, work[c], G[c])
+    add_rows_in_order(G)
+    add_rows_in_order(losses)
+    return losses[0, 0]
 
 
 @kernel
@@ -377,13 +389,16 @@ def loss_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work):
 
 
 @kernel(parallel=True)
-def loss_chunks(X, Y, W1, b1, W2, b2, block, work, losses):
-    """``loss_rows`` on ``len(losses)`` contiguous row chunks in parallel."""
-    nchunks = losses.shape[0]
+def loss_chunks(X, Y, W1, b1, W2, b2, block, work):
+    """``loss_rows`` on ``len(work)`` contiguous row chunks in parallel, added in chunk order."""
+    nchunks = work.shape[0]
     N = X.shape[0]
+    losses = np.empty((nchunks, 1))
     for c in prange(nchunks):
-        losses[c] = loss_rows(X, Y, W1, b1, W2, b2, c * N // nchunks,
-                              (c + 1) * N // nchunks, block, work[c])
+        losses[c, 0] = loss_rows(X, Y, W1, b1, W2, b2, c * N // nchunks,
+                                 (c + 1) * N // nchunks, block, work[c])
+    add_rows_in_order(losses)
+    return losses[0, 0]
 
 
 @kernel
@@ -425,13 +440,16 @@ def trial_rows(ZP, Y, W2T, b2, t, lo, hi, block, work):
 
 
 @kernel(parallel=True)
-def trial_chunks(ZP, Y, W2T, b2, t, block, work, losses):
-    """``trial_rows`` on ``len(losses)`` contiguous row chunks in parallel."""
-    nchunks = losses.shape[0]
+def trial_chunks(ZP, Y, W2T, b2, t, block, work):
+    """``trial_rows`` on ``len(work)`` contiguous row chunks in parallel, added in chunk order."""
+    nchunks = work.shape[0]
     N = ZP.shape[0]
+    losses = np.empty((nchunks, 1))
     for c in prange(nchunks):
-        losses[c] = trial_rows(ZP, Y, W2T, b2, t, c * N // nchunks,
-                               (c + 1) * N // nchunks, block, work[c])
+        losses[c, 0] = trial_rows(ZP, Y, W2T, b2, t, c * N // nchunks,
+                                  (c + 1) * N // nchunks, block, work[c])
+    add_rows_in_order(losses)
+    return losses[0, 0]
 
 
 # ---------------------------------------------------------------- wrappers
@@ -455,14 +473,6 @@ def plan(N, d, k, m):
     return nchunks, max(1, min(BLOCK_ROWS, -(-N // nchunks)))
 
 
-def _sum_in_order(rows):
-    """``rows[0] + rows[1] + ...`` left to right (a fixed order, unlike ``np.sum``'s pairwise)."""
-    total = rows[0].copy()
-    for r in rows[1:]:
-        total += r
-    return total
-
-
 def nn_loss_and_gradient(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None):
     """Mean cross-entropy and its gradient ``[dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)]``.
 
@@ -482,10 +492,8 @@ def nn_loss_and_gradient(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None):
     else:
         G = np.zeros((nchunks, size), dtype=X.dtype)
         work = np.empty((nchunks, scratch_size(block, k, m)), dtype=X.dtype)
-        losses = np.empty(nchunks)
-        loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, losses)
-        g = _sum_in_order(G)
-        loss = float(_sum_in_order(losses))
+        loss = loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G)
+        g = G[0]
     i, j, l = d * k, d * k + k, d * k + k + k * m
     return loss / N, [g[:i].reshape(d, k), g[i:j], g[j:l].reshape(k, m), g[l:]]
 
@@ -502,9 +510,7 @@ def nn_loss(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None):
         total = loss_rows(X, Y, W1, b1, W2, b2, 0, N, block, work)
     else:
         work = np.empty((nchunks, block * (k + m)), dtype=X.dtype)
-        losses = np.empty(nchunks)
-        loss_chunks(X, Y, W1, b1, W2, b2, block, work, losses)
-        total = float(_sum_in_order(losses))
+        total = loss_chunks(X, Y, W1, b1, W2, b2, block, work)
     return total / N
 
 
@@ -538,7 +544,6 @@ class LineLoss:
         self.nchunks = min(threads, N) if nchunks is None else nchunks
         self.block = max(1, min(BLOCK_ROWS, -(-N // self.nchunks))) if block is None else block
         self.work = np.empty((self.nchunks, self.block * (k + m)), dtype=X.dtype)
-        self.losses = np.empty(self.nchunks)
 
     def __call__(self, t, W2, b2):
         N = self.ZP.shape[0]
@@ -546,6 +551,5 @@ class LineLoss:
         if self.nchunks == 1:
             total = trial_rows(self.ZP, self.Y, W2T, b2, float(t), 0, N, self.block, self.work[0])
         else:
-            trial_chunks(self.ZP, self.Y, W2T, b2, float(t), self.block, self.work, self.losses)
-            total = float(_sum_in_order(self.losses))
+            total = trial_chunks(self.ZP, self.Y, W2T, b2, float(t), self.block, self.work)
         return total / N

@@ -257,11 +257,44 @@ def nn_loss_and_gradient_closure(X, Y):
     fastjac.dense.nn_loss_and_gradient_closure
     """
 
+    args = _repeated_network_args(X, Y)
+
     def fg(var):
-        loss, grad = fused.nn_loss_and_gradient(*_network_args(X, Y, var))
+        loss, grad = fused.nn_loss_and_gradient(*args(var))
         return float(loss), grad
 
     return fg
+
+
+def _repeated_network_args(X, Y):
+    """``args(var)``, equal to ``_network_args(X, Y, var)`` but cheap when called again.
+
+    A closure's X and Y never change, so once a call has validated them and
+    the blocks without converting anything (all C-contiguous, one float
+    dtype), a later call whose blocks have the same shapes, dtype and layout
+    would pass the same checks: it returns the blocks as they are (about 1 us
+    instead of 6, a tenth of a small fused call).
+    """
+    seen = [None]
+
+    def layout(var):
+        if len(var) != 4 or any(type(v) is not np.ndarray for v in var):
+            return None
+        return tuple((v.shape, v.dtype, v.flags.c_contiguous) for v in var)
+
+    def args(var):
+        key = layout(var)
+        last = seen[0]
+        if key is not None and last is not None and last[0] == key:
+            W1, b1, W2, b2 = var
+            return last[1], last[2], W1, b1.reshape(-1), W2, b2.reshape(-1)
+        out = _network_args(X, Y, var)
+        if key is not None and out[0] is X and out[1] is Y and all(
+                v.dtype == X.dtype and v.flags.c_contiguous for v in var):
+            seen[0] = (key, X, Y)
+        return out
+
+    return args
 
 
 def nn_line_search_closure(X, Y):

@@ -147,6 +147,25 @@ def test_repeated_calls_are_bitwise_identical(N, dtype, rng):
         assert loss == forced[0] and all(np.array_equal(a, b) for a, b in zip(grad, forced[1]))
 
 
+def test_later_calls_still_check_and_convert_the_blocks(rng):
+    """The closure skips re-validating blocks laid out as last time; any change is checked again."""
+    X, Y, var = problem(rng, 30, 4, 3, 2)
+    fg = fastjac.nn_loss_and_gradient_closure(X, Y)
+    ref = reference(X, Y, var, dense)
+    for _ in range(2):
+        assert_matches(*fg(var), *ref, np.float64)
+    assert_matches(*fg([np.asfortranarray(var[0]), var[1][0], var[2], var[3]]), *ref, np.float64)
+    f32 = [v.astype(np.float32) for v in var]
+    assert_matches(*fg(f32), *reference(X, Y, f32, dense), np.float64)  # promoted by float64 X
+    with pytest.raises(ValueError):
+        fg([var[0][:, :2], var[1], var[2], var[3]])
+    with pytest.raises(TypeError):
+        fg([var[0].astype(complex), var[1], var[2], var[3]])
+    with pytest.raises(ValueError):
+        fg(var[:3])
+    assert_matches(*fg(var), *ref, np.float64)
+
+
 def test_inputs_are_not_modified(rng):
     X, Y, var = problem(rng, 300, 8, 6, 3)
     copies = [a.copy() for a in [X, Y, *var]]
