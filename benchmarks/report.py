@@ -22,6 +22,12 @@ Method
   from /proc/self/status after resetting the peak through
   /proc/self/clear_refs and returning free heap pages with ``malloc_trim``.
 * Every result is checked against the numpy baseline before it is timed.
+* The lecture's 100-step run (``fastjac.train.train``, median of its loop
+  time ``History.seconds`` over 7 runs) and the start-up figures run in
+  fresh processes, as a user runs them; the dense reference's 100-step run
+  gives the trajectory to compare with.
+* "others' CPU": the share of the CPUs that other processes took while a
+  row was timed (/proc/stat's busy time less this process's CPU time).
 """
 
 import argparse
@@ -430,17 +436,28 @@ def target_rows(results, opts):
 
 # ---------------------------------------------------------------- the parts of the run
 
+# The lecture's run in a fresh process, as a user runs it: no peer library's
+# thread pools next to it. Prints the loop times and one run's trajectory.
+LECTURE_SCRIPT = """
+import json
+from fastjac.train import train
+train(steps=2, verbose=False)  # compiles, or loads Numba's cache
+runs = [train(verbose=False) for _ in range({repeats})]
+print(json.dumps({{"seconds": [h.seconds for h in runs], "losses": runs[0].losses.tolist(),
+                  "t": [s.t for s in runs[0].steps],
+                  "accuracy": [s.train_accuracy for s in runs[0].steps]}}))
+"""
+
+
 def lecture_run(opts):
-    """Compute time of ``fastjac.train.train()`` and its trajectory against the dense reference."""
+    """Compute time of ``fastjac.train.train()`` (fresh process) and its trajectory vs dense."""
     try:
         from fastjac import train as train_mod
     except ImportError:
         return {"skipped": "fastjac.train is not present yet"}
-    train_mod.train(impl="structured", steps=2, verbose=False)  # compile
-    runs = [train_mod.train(impl="structured", verbose=False) for _ in range(opts.lecture_repeats)]
-    out = {"compute_s": statistics.median(h.seconds for h in runs),
-           "compute_samples_s": [h.seconds for h in runs]}
-    fast = runs[0]
+    stdout, _ = workloads.run_python(["-c", LECTURE_SCRIPT.format(repeats=opts.lecture_repeats)])
+    fast = json.loads(stdout.strip().splitlines()[-1])
+    out = {"compute_s": statistics.median(fast["seconds"]), "compute_samples_s": fast["seconds"]}
     steps = 100 if not opts.quick else 2
     print(f"  dense reference run, {steps} steps", flush=True)
     start = time.perf_counter()
@@ -448,10 +465,10 @@ def lecture_run(opts):
         warnings.simplefilter("ignore", getattr(train_mod, "DenseMemoryWarning", UserWarning))
         ref = train_mod.train(impl="dense", steps=steps, verbose=False)
     out["dense_wall_s"] = time.perf_counter() - start
-    a, b = fast.losses[:steps], ref.losses
+    a, b = np.array(fast["losses"][:steps]), ref.losses
     rel = float(np.max(np.abs(a - b) / np.abs(b)))
-    same_t = [s.t for s in fast.steps[:steps]] == [s.t for s in ref.steps]
-    same_acc = [s.train_accuracy for s in fast.steps[:steps]] == [s.train_accuracy for s in ref.steps]
+    same_t = fast["t"][:steps] == [s.t for s in ref.steps]
+    same_acc = fast["accuracy"][:steps] == [s.train_accuracy for s in ref.steps]
     out["same_trajectory"] = bool(rel <= 1e-9 and same_t and same_acc)
     out["trajectory"] = (f"{'same' if out['same_trajectory'] else 'DIFFERENT'} as the dense reference "
                          f"over {steps} steps (loss max rel diff {rel:.1e}, accepted steps "
