@@ -27,7 +27,7 @@ FASTMATH_CONTRACT = frozenset({"contract"})
 # the loss alone 1.22x, 0.83-0.88x, 0.68-0.72x, ~0.6x. The crossover is ~100k.
 PARALLEL_MIN_ELEMENTS = 100_000
 
-# d * k at and above which the fused kernels walk row blocks in one thread and
+# max(d k, k m) at and above which the fused kernels walk row blocks in one thread and
 # let BLAS thread each block's GEMMs, instead of one row chunk per Numba
 # thread. Measured at N = 20,000, 2 chunks against serial: d x k = 30x20,
 # 30x32, 40x40, 48x48, 30x64, 64x20, 128x20, 8x128, 16x128, 30x128 (d k up to
@@ -35,13 +35,23 @@ PARALLEL_MIN_ELEMENTS = 100_000
 # 1.35-1.6x (BLAS threads inside Numba threads fight for the 2 cores).
 WIDE_MIN_ELEMENTS = 4096
 
-# Rows per block. Narrow (row chunks or serial): 64 to 1024 rows were within
-# noise of each other at d, k = 30, 20 (N = 400,000), 256 a little ahead at
-# N = 20,000. Wide (d, k, m = 256, 512, 10, N = 40,000): 256 -> 1.12-1.21x
-# its GEMMs' time, 512 -> 1.06-1.17x, 768 -> 1.10-1.13x, 1024 -> 1.06-1.16x;
-# 512 keeps scratch at 4 MB.
+# Rows per block when serial (small N): scratch is O(BLOCK_ROWS * (k + m)).
+# Wide (d, k, m = 256, 512, 10, N = 40,000): 256 rows -> 1.12-1.21x the time
+# of its GEMMs alone, 512 -> 1.06-1.17x, 768 -> 1.10-1.13x, 1024 -> 1.06-1.16x;
+# 512 keeps the scratch at 4 MB.
 BLOCK_ROWS = 256
 WIDE_BLOCK_ROWS = 512
+
+# Row chunks: blocks as large as possible (30x20, N = 400,000: 256 rows ->
+# 49-74 ms, 512 -> 48-58 ms, 1024 -> 35-50 ms) while every GEMM of a block has
+# B d k <= BLAS_SMALL_MNK. OpenBLAS (scipy's build, SkylakeX kernels) runs
+# such a GEMM through its single-threaded small-matrix kernel; one row more
+# and two Numba threads calling it at once got 4-10x slower. Measured cliffs
+# at N = 20,000, 2 chunks: d, k = 30, 20: 1600 rows 2.1 ms, 1700 rows 10.5 ms;
+# 128, 20: 384 -> 4.0 ms, 400 -> 20 ms; 30, 128: 256 -> 9.5 ms, 264 -> 40 ms;
+# 40, 40: 620 -> 3.6 ms, 640 -> 22 ms: exactly where B d k passes 1e6.
+CHUNK_BLOCK_ROWS = 1024
+BLAS_SMALL_MNK = 1_000_000
 
 # Inputs d from which the fused line search computes the first layer along the
 # line once (``[X W1 + b1 | X dW1 + db1]``, 1.5-1.9 loss evaluations) so that

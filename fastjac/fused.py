@@ -29,11 +29,12 @@ the thresholds and their measurements are in ``fastjac._jit``):
   exact 0 without computing an underflow (a microcode assist, 6x slower).
 * **Threads, chosen from the sizes** (``plan``): small problems run serially;
   larger narrow ones split the rows into one contiguous chunk per Numba
-  thread, each with its own scratch and partial sums; wide layers
-  (``d k >= WIDE_MIN_ELEMENTS``) walk the blocks in one thread and let BLAS
-  thread each large GEMM. Mixing the two (Numba threads for the elementwise
-  work between BLAS-threaded GEMMs) was 2-10x slower: the two thread pools
-  spin against each other on 2 cores.
+  thread, each with its own scratch and partial sums, with blocks small
+  enough for BLAS to run their GEMMs single-threaded (no BLAS threads inside
+  Numba threads); wide layers (``d k >= WIDE_MIN_ELEMENTS``) walk the blocks
+  in one thread and let BLAS thread each large GEMM. Mixing the two (Numba
+  threads for the elementwise work between BLAS-threaded GEMMs) was 2-10x
+  slower: the two thread pools spin against each other on 2 cores.
 * **Determinism.** Chunk partial sums are added in chunk order and blocks in
   row order, so for a fixed number of threads repeated calls are bitwise
   identical; the result may change with the number of threads.
@@ -54,7 +55,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from fastjac._jit import (
+    BLAS_SMALL_MNK,
     BLOCK_ROWS,
+    CHUNK_BLOCK_ROWS,
     FASTMATH_CONTRACT,
     LINESEARCH_MIN_INPUTS,
     PARALLEL_MIN_ELEMENTS,
@@ -316,11 +319,14 @@ def scratch_size(block, k, m):
 
 
 @kernel
-def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g):
-    """Loss sum of rows ``[lo, hi)`` (not divided by N); their gradient terms added to ``g``.
+def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g, with_grad):
+    """Loss sum of rows ``[lo, hi)`` (not divided by N); if ``with_grad``, their
+    gradient terms are added to ``g``.
 
     X (N, d), Y (N, m), W1 (d, k), b1 (k,), W2 (k, m), b2 (m,);
-    work (>= block (2k + m),) scratch; g (d k + k + k m + m,) as ``split_gradient``.
+    work (>= block (2k + m),) scratch; g (d k + k + k m + m,) as ``split_gradient``
+    (untouched without ``with_grad``). ``with_grad`` is a run-time flag so that
+    the loss alone and loss-and-gradient share one compiled kernel.
     """
     d, k = W1.shape
     m = W2.shape[1]
@@ -336,10 +342,11 @@ def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g):
         D = slope.reshape((B, k))
         Z2 = work[2 * block * k:2 * block * k + B * m].reshape((B, m))
         affine(X[start:stop], W1, b1, A)
-        logistic_inplace(a, slope, True)
+        logistic_inplace(a, slope, with_grad)
         affine(A, W2, b2, Z2)
-        loss += softmax_cross_entropy(Z2, Y[start:stop], True, X.shape[0])
-        backward(X[start:stop], A, D, Z2, W2, W2T, gW1, gb1, gW2, gb2)
+        loss += softmax_cross_entropy(Z2, Y[start:stop], with_grad, X.shape[0])
+        if with_grad:
+            backward(X[start:stop], A, D, Z2, W2, W2T, gW1, gb1, gW2, gb2)
     return loss
 
 
@@ -352,51 +359,20 @@ def add_rows_in_order(G):
 
 
 @kernel(parallel=True)
-def loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G):
+def loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, with_grad):
     """``loss_grad_rows`` on ``len(G)`` contiguous row chunks in parallel; the loss sum.
 
     Chunk c uses scratch ``work[c]`` and adds its gradient terms to ``G[c]``;
-    then ``G[0]`` gets the others added in chunk order.
+    then ``G[0]`` gets the others added in chunk order (if ``with_grad``).
     """
     nchunks = G.shape[0]
     N = X.shape[0]
     losses = np.empty((nchunks, 1))
     for c in prange(nchunks):
         losses[c, 0] = loss_grad_rows(X, Y, W1, b1, W2, b2, c * N // nchunks,
-                                      (c + 1) * N // nchunks, block, work[c], G[c])
-    add_rows_in_order(G)
-    add_rows_in_order(losses)
-    return losses[0, 0]
-
-
-@kernel
-def loss_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work):
-    """Loss sum of rows ``[lo, hi)`` (not divided by N); work (>= block (k + m),)."""
-    k = W1.shape[1]
-    m = W2.shape[1]
-    loss = 0.0
-    for start in range(lo, hi, block):
-        stop = min(start + block, hi)
-        B = stop - start
-        a = work[:B * k]
-        A = a.reshape((B, k))
-        Z2 = work[block * k:block * k + B * m].reshape((B, m))
-        affine(X[start:stop], W1, b1, A)
-        logistic_inplace(a, a, False)
-        affine(A, W2, b2, Z2)
-        loss += softmax_cross_entropy(Z2, Y[start:stop], False, 1)
-    return loss
-
-
-@kernel(parallel=True)
-def loss_chunks(X, Y, W1, b1, W2, b2, block, work):
-    """``loss_rows`` on ``len(work)`` contiguous row chunks in parallel, added in chunk order."""
-    nchunks = work.shape[0]
-    N = X.shape[0]
-    losses = np.empty((nchunks, 1))
-    for c in prange(nchunks):
-        losses[c, 0] = loss_rows(X, Y, W1, b1, W2, b2, c * N // nchunks,
-                                 (c + 1) * N // nchunks, block, work[c])
+                                      (c + 1) * N // nchunks, block, work[c], G[c], with_grad)
+    if with_grad:
+        add_rows_in_order(G)
     add_rows_in_order(losses)
     return losses[0, 0]
 
@@ -458,19 +434,40 @@ def trial_chunks(ZP, Y, W2T, b2, t, block, work):
 def plan(N, d, k, m):
     """``(nchunks, block)`` for a pass over N rows of a (d, k, m) network.
 
-    * wide layers (``d k >= WIDE_MIN_ELEMENTS``): one thread walks blocks of
-      ``WIDE_BLOCK_ROWS`` rows and BLAS threads each (large) GEMM;
+    * wide layers (``max(d k, k m) >= WIDE_MIN_ELEMENTS``): one thread walks
+      blocks of ``WIDE_BLOCK_ROWS`` rows and BLAS threads each (large) GEMM;
     * small problems (``N (d k + k m) < PARALLEL_MIN_ELEMENTS``): serial, one
       block of up to ``BLOCK_ROWS`` rows at a time;
-    * otherwise one contiguous row chunk per Numba thread, blocks of
-      ``BLOCK_ROWS`` rows, partial sums added in chunk order.
+    * otherwise one contiguous row chunk per Numba thread, partial sums
+      added in chunk order, blocks of up to ``CHUNK_BLOCK_ROWS`` rows but
+      small enough (``block * d * k <= BLAS_SMALL_MNK``) that BLAS runs each
+      GEMM single-threaded inside the Numba thread.
     """
-    if d * k >= WIDE_MIN_ELEMENTS:
+    if max(d * k, k * m) >= WIDE_MIN_ELEMENTS:
         return 1, max(1, min(N, WIDE_BLOCK_ROWS))
     if N * (d * k + k * m) < PARALLEL_MIN_ELEMENTS:
         return 1, max(1, min(N, BLOCK_ROWS))
     nchunks = min(numba.get_num_threads(), N)
-    return nchunks, max(1, min(BLOCK_ROWS, -(-N // nchunks)))
+    block = min(CHUNK_BLOCK_ROWS, BLAS_SMALL_MNK // max(d * k, k * m, 1), -(-N // nchunks))
+    return nchunks, max(1, block)
+
+
+def _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, with_grad):
+    """Loss sum and the gradient buffer (row 0 of G) of one fused pass."""
+    N, d = X.shape
+    k, m = W2.shape
+    auto_chunks, auto_block = plan(N, d, k, m)
+    nchunks = auto_chunks if nchunks is None else nchunks
+    block = auto_block if block is None else block
+    size = d * k + k + k * m + m
+    alloc = np.zeros if with_grad else np.empty  # without gradient G is never touched
+    G = alloc((nchunks, size), dtype=X.dtype)
+    work = np.empty((nchunks, scratch_size(block, k, m)), dtype=X.dtype)
+    if nchunks == 1:
+        loss = loss_grad_rows(X, Y, W1, b1, W2, b2, 0, N, block, work[0], G[0], with_grad)
+    else:
+        loss = loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, with_grad)
+    return loss, G[0]
 
 
 def nn_loss_and_gradient(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None):
@@ -481,37 +478,14 @@ def nn_loss_and_gradient(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None):
     """
     N, d = X.shape
     k, m = W2.shape
-    auto_chunks, auto_block = plan(N, d, k, m)
-    nchunks = auto_chunks if nchunks is None else nchunks
-    block = auto_block if block is None else block
-    size = d * k + k + k * m + m
-    if nchunks == 1:
-        g = np.zeros(size, dtype=X.dtype)
-        work = np.empty(scratch_size(block, k, m), dtype=X.dtype)
-        loss = loss_grad_rows(X, Y, W1, b1, W2, b2, 0, N, block, work, g)
-    else:
-        G = np.zeros((nchunks, size), dtype=X.dtype)
-        work = np.empty((nchunks, scratch_size(block, k, m)), dtype=X.dtype)
-        loss = loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G)
-        g = G[0]
+    loss, g = _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, True)
     i, j, l = d * k, d * k + k, d * k + k + k * m
     return loss / N, [g[:i].reshape(d, k), g[i:j], g[j:l].reshape(k, m), g[l:]]
 
 
 def nn_loss(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None):
     """Mean cross-entropy of the network; arrays already validated, contiguous, one dtype."""
-    N, d = X.shape
-    k, m = W2.shape
-    auto_chunks, auto_block = plan(N, d, k, m)
-    nchunks = auto_chunks if nchunks is None else nchunks
-    block = auto_block if block is None else block
-    if nchunks == 1:
-        work = np.empty(block * (k + m), dtype=X.dtype)
-        total = loss_rows(X, Y, W1, b1, W2, b2, 0, N, block, work)
-    else:
-        work = np.empty((nchunks, block * (k + m)), dtype=X.dtype)
-        total = loss_chunks(X, Y, W1, b1, W2, b2, block, work)
-    return total / N
+    return _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, False)[0] / X.shape[0]
 
 
 def precompute_line(N, d, k, m):
@@ -542,6 +516,7 @@ class LineLoss:
         # no BLAS in a trial, so no wide case: rows chunked above the size threshold
         threads = 1 if N * (k + k * m) < PARALLEL_MIN_ELEMENTS else numba.get_num_threads()
         self.nchunks = min(threads, N) if nchunks is None else nchunks
+        # no BLAS in a trial: blocks only bound the scratch
         self.block = max(1, min(BLOCK_ROWS, -(-N // self.nchunks))) if block is None else block
         self.work = np.empty((self.nchunks, self.block * (k + m)), dtype=X.dtype)
 

@@ -111,7 +111,10 @@ def test_plan_picks_paths_from_sizes():
     threads = fused.numba.get_num_threads()
     assert fused.plan(400, 30, 20, 2)[0] == (1 if 400 * 640 < fused.PARALLEL_MIN_ELEMENTS else min(threads, 400))
     assert fused.plan(10, 30, 20, 2) == (1, 10)
-    assert fused.plan(400_000, 30, 20, 2) == (threads, 256 if threads > 1 else 256)
+    if threads > 1:
+        nchunks, block = fused.plan(400_000, 30, 20, 2)
+        assert nchunks == threads and block * 30 * 20 <= fused.BLAS_SMALL_MNK
+        assert fused.plan(100_000, 30, 128, 2)[1] * 30 * 128 <= fused.BLAS_SMALL_MNK
     assert fused.plan(40_000, 256, 512, 10) == (1, fused.WIDE_BLOCK_ROWS)  # BLAS threads the GEMMs
     assert fused.plan(1, 1, 1, 1) == (1, 1)
 
