@@ -310,9 +310,9 @@ def split_gradient(g, d, k, m):
     return gW1, gb1, gW2, gb2
 
 
-def scratch_size(block, k, m):
-    """Values of scratch one thread needs: A and D (block, k), Z2 (block, m)."""
-    return block * (2 * k + m)
+def scratch_size(block, k, m, with_grad=True):
+    """Values of scratch one thread needs: A (block, k), D (block, k) for the gradient, Z2 (block, m)."""
+    return block * ((2 if with_grad else 1) * k + m)
 
 
 # ---------------------------------------------------------------- row ranges
@@ -323,9 +323,9 @@ def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g, with_grad):
     """Loss sum of rows ``[lo, hi)`` (not divided by N); if ``with_grad``, their
     gradient terms are added to ``g``.
 
-    X (N, d), Y (N, m), W1 (d, k), b1 (k,), W2 (k, m), b2 (m,);
-    work (>= block (2k + m),) scratch; g (d k + k + k m + m,) as ``split_gradient``
-    (untouched without ``with_grad``). ``with_grad`` is a run-time flag so that
+    X (N, d), Y (N, m), W1 (d, k), b1 (k,), W2 (k, m), b2 (m,); work scratch
+    of ``scratch_size(block, k, m, with_grad)``; g (d k + k + k m + m,) as
+    ``split_gradient`` (untouched without ``with_grad``). ``with_grad`` is a run-time flag so that
     the loss alone and loss-and-gradient share one compiled kernel.
     """
     d, k = W1.shape
@@ -337,10 +337,11 @@ def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g, with_grad):
         stop = min(start + block, hi)
         B = stop - start
         a = work[:B * k]
-        slope = work[block * k:block * k + B * k]
+        slope = work[block * k:block * k + B * k] if with_grad else a
         A = a.reshape((B, k))
         D = slope.reshape((B, k))
-        Z2 = work[2 * block * k:2 * block * k + B * m].reshape((B, m))
+        z2 = (2 if with_grad else 1) * block * k
+        Z2 = work[z2:z2 + B * m].reshape((B, m))
         affine(X[start:stop], W1, b1, A)
         logistic_inplace(a, slope, with_grad)
         affine(A, W2, b2, Z2)
@@ -462,7 +463,7 @@ def _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, with_grad):
     size = d * k + k + k * m + m
     alloc = np.zeros if with_grad else np.empty  # without gradient G is never touched
     G = alloc((nchunks, size), dtype=X.dtype)
-    work = np.empty((nchunks, scratch_size(block, k, m)), dtype=X.dtype)
+    work = np.empty((nchunks, scratch_size(block, k, m, with_grad)), dtype=X.dtype)
     if nchunks == 1:
         loss = loss_grad_rows(X, Y, W1, b1, W2, b2, 0, N, block, work[0], G[0], with_grad)
     else:
