@@ -71,3 +71,11 @@ def check_bias(b, W, nb="b", nW="W"):
         raise ValueError(f"{nb} must have shape (1, {W.shape[1]}) or ({W.shape[1]},) to match "
                          f"{nW} of shape {W.shape}, got {b.shape}")
     return b
+
+
+def check_distributions(P, Q):
+    """P (targets) and Q (predictions) as float arrays of one (N, m) shape."""
+    P, Q = as_float(P, "P", 2), as_float(Q, "Q", 2)
+    if P.shape != Q.shape:
+        raise ValueError(f"P and Q must have the same shape (N, m), got P {P.shape} and Q {Q.shape}")
+    return P, Q

@@ -9,7 +9,7 @@ jacobian is a structured object (``fastjac.jacobians``) holding O(N) data, and
 import numpy as np
 
 from fastjac import fused, kernels
-from fastjac._validate import as_float, check_affine, check_bias
+from fastjac._validate import as_float, check_affine, check_bias, check_distributions
 from fastjac.chain import chain_rule  # noqa: F401
 from fastjac.jacobians import BlockDiagonal, Diagonal, KronIW, KronOneI, KronXI
 from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
@@ -137,6 +137,7 @@ def cross_entropy(P, Q):
     --------
     fastjac.dense.cross_entropy
     """
+    P, Q = check_distributions(P, Q)
     return -np.sum(P * np.log(Q)) / P.shape[0]
 
 
@@ -149,6 +150,7 @@ def DQcross_entropy(P, Q):
     --------
     fastjac.dense.DQcross_entropy
     """
+    P, Q = check_distributions(P, Q)
     return -P * (1 / Q) / P.shape[0], Q.shape
 
 

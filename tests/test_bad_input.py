@@ -81,6 +81,15 @@ def test_network_mismatched_blocks(rng):
         f([W1, b1, W2])
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "DQcross_entropy"])
+def test_cross_entropy_mismatched_shapes(name, rng):
+    P, Q = np.eye(2)[[0, 1, 1]], np.full((3, 3), 1 / 3)
+    with pytest.raises(ValueError, match=r"same shape \(N, m\), got P \(3, 2\) and Q \(3, 3\)"):
+        getattr(structured, name)(P, Q)
+    with pytest.raises(ValueError, match="Q must have 2 dimensions"):
+        getattr(structured, name)(P, Q[0])
+
+
 # --- bias as (k,) or (1, k) --------------------------------------------------
 
 @pytest.mark.parametrize("mod", MODULES)
