@@ -188,8 +188,10 @@ def nn_loss_closure(X, Y):
     fastjac.dense.nn_loss_closure
     """
 
+    args = _repeated_network_args(X, Y)
+
     def f(var):
-        return float(fused.nn_loss(*_network_args(X, Y, var)))
+        return float(fused.nn_loss(*args(var)))
 
     return f
 
