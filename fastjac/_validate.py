@@ -23,16 +23,6 @@ def as_float(a, name, ndim=None):
     return a
 
 
-def common_dtype(*arrays):
-    """float32 if every array is float32, else float64 (mixed inputs promote)."""
-    return np.result_type(*arrays)
-
-
-def as_kernel_input(a, dtype):
-    """C-contiguous copy-free-when-possible view of ``a`` in ``dtype`` for a kernel."""
-    return np.ascontiguousarray(a, dtype=dtype)
-
-
 def check_chain_axes(g_shape, f_shape, var_shape):
     """Number of contracted axes, checking that Dg's last ones match Df's first ones."""
     try:

@@ -46,8 +46,8 @@ def _check_blocks(x, y, xname, yname):
             ok = False
         if not ok:
             raise ValueError(
-                f"block {i}: {xname}[{i}] has shape {np.shape(a)} but {yname}[{i}] "
-                f"has shape {np.shape(b)}, which does not broadcast to it"
+                f"block {i}: {xname}[{i}] has shape {sa} but {yname}[{i}] "
+                f"has shape {sb}, which does not broadcast to it"
             )
 
 

@@ -13,6 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import lecture
+from problems import standardized_problem
 from fastjac import dense, structured
 
 DTYPES = (np.float32, np.float64)
@@ -77,21 +78,10 @@ def test_chain_rule_equals_lecture(dtype, rng):
     assert got.dtype == dtype and got.shape == (2, 3, 3)
 
 
-def small_network(rng, N=7, d=4, k=3, m=3, dtype=np.float64):
-    """A standardized random problem: X (N, d) of unit scale, one-hot Y, lecture-sized weights."""
-    X = rng.standard_normal((N, d))
-    if N > 1:
-        X = (X - X.mean(axis=0)) / X.std(axis=0)
-    Y = np.eye(m)[rng.integers(0, m, N)]
-    var = [rng.standard_normal((d, k)), 0.5 * rng.standard_normal((1, k)),
-           rng.standard_normal((k, m)), 0.5 * rng.standard_normal((1, m))]
-    return X.astype(dtype), Y.astype(dtype), [v.astype(dtype) for v in var]
-
-
 @pytest.mark.parametrize("dims", [(7, 4, 3, 3), (1, 1, 1, 1), (5, 2, 1, 2), (1, 3, 4, 1)])
 def test_network_closures_equal_lecture(dims, rng, tolerance, assert_close):
     N, d, k, m = dims
-    X, Y, var = small_network(rng, N, d, k, m)
+    X, Y, var = standardized_problem(rng, N, d, k, m)
     assert_close(dense.nn_loss_closure(X, Y)(var), lecture.nn_loss_closure(X, Y)(var), 1e-12)
     got = dense.nn_loss_gradient_closure(X, Y)(var)
     want = lecture.nn_loss_gradient_closure(X, Y)(var)
@@ -128,7 +118,7 @@ def test_block_backtracking_equals_lecture(dims, rng):
     whose bias blocks are (k,) and (m,) (the ``Db_affine`` quirk) while the
     variables are (1, k) and (1, m); ``x + t * dx`` broadcasts them back to (1, k).
     """
-    X, Y, var = small_network(rng, *dims)
+    X, Y, var = standardized_problem(rng, *dims)
     f = lecture.nn_loss_closure(X, Y)
     g = lecture.nn_loss_gradient_closure(X, Y)(var)
     x_want, f_want = lecture.block_backtracking(var, f, lecture.negate_blocks(g), g, alpha=0.1)
@@ -168,7 +158,7 @@ def test_bias_quirk(mod, rng):
 
 
 def test_network_bias_gradients_are_vectors(rng):
-    X, Y, var = small_network(rng)
+    X, Y, var = standardized_problem(rng)
     for mod in (lecture, dense, structured):
         shapes = [g.shape for g in mod.nn_loss_gradient_closure(X, Y)(var)]
         assert shapes == [(4, 3), (3,), (3, 3), (3,)], mod.__name__

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastjac
-from tests import lecture
+import lecture
 
 LD = np.longdouble
 pytestmark = pytest.mark.skipif(np.finfo(LD).maxexp < 16384,

@@ -20,6 +20,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 import lecture
+from problems import standardized_problem
 from fastjac import dense, structured
 
 NUM_TRAIN, HIDDEN = 400, 20
@@ -132,17 +133,6 @@ def test_float32_gradient_and_loss_on_lecture_data(cancer, tolerance, assert_clo
     loss = structured.nn_loss_closure(X32, Y32)(var)
     assert_close(loss, dense.nn_loss_closure(X32, Y32)(var), tolerance(np.float32, n=NUM_TRAIN),
                  bound=1.0)  # -log q is rounded to ~eps absolutely (q <= 1), see below
-
-
-def standardized_problem(rng, N, d, k, m, dtype=np.float64):
-    """A small random problem with unit-scale features, one-hot labels, O(1) weights."""
-    X = rng.standard_normal((N, d))
-    if N > 1:
-        X = (X - X.mean(axis=0)) / X.std(axis=0)
-    Y = np.eye(m)[rng.integers(0, m, N)]
-    var = [rng.standard_normal((d, k)), 0.5 * rng.standard_normal((1, k)),
-           rng.standard_normal((k, m)), 0.5 * rng.standard_normal((1, m))]
-    return X.astype(dtype), Y.astype(dtype), [v.astype(dtype) for v in var]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
