@@ -12,7 +12,6 @@ Shapes use N rows, p/q block sizes, d inputs and k outputs of an affine map.
 """
 
 import numpy as np
-from numba import prange
 
 from fastjac._jit import kernel
 
