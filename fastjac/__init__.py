@@ -35,6 +35,7 @@ from fastjac.structured import (  # noqa: F401
     nn_loss_and_gradient_closure,
     nn_loss_closure,
     nn_loss_gradient_closure,
+    nn_predict,
     random_matrix,
     softmax,
     update_blocks,

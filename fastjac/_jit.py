@@ -63,6 +63,17 @@ BLAS_SMALL_MNK = 1_000_000
 # 2-12).
 LINESEARCH_MIN_INPUTS = 200
 
+# Values of ``[X W1 + b1 | X dW1 + db1]`` (2 N k) up to which the fused line
+# search holds them for any d and runs its whole Armijo loop in one kernel
+# call (no Python between trials): 2^20 values, 8 MB in float64.
+LINESEARCH_MAX_HELD = 1 << 20
+
+# N (k + 4 m) from which a line-search trial (elementwise work, no BLAS) runs
+# in row chunks. One trial, 2 chunks against serial (N, k, m): (100, 20, 2)
+# 1.32x (slower), (200, 20, 2) 1.03x, (400, 5, 2) 0.85x, (400, 20, 2) 0.73x,
+# (1000, 5, 2) 0.66x, (400, 64, 2) 0.57x.
+LINE_PARALLEL_MIN_ELEMENTS = 5000
+
 
 def kernel(fn=None, *, parallel=False, fastmath=FASTMATH):
     """Compile ``fn`` with fastjac's policy (``@kernel`` or ``@kernel(parallel=True)``)."""

@@ -259,6 +259,19 @@ def nn_loss_gradient_closure(X, Y):
     return df
 
 
+def nn_predict(X, var):
+    """Predicted class of each row of X (N, d): the lecture's ``argmax`` of the softmax, (N,) int64.
+
+    ``np.argmax(matrix_softmax(logit(X @ W1 + b1) @ W2 + b2), axis=1)``.
+
+    See Also
+    --------
+    fastjac.structured.nn_predict
+    """
+    W1, b1, W2, b2 = var
+    return np.argmax(matrix_softmax(logit(X @ W1 + b1) @ W2 + b2), axis=1)
+
+
 def nn_loss_and_gradient_closure(X, Y):
     """``fg(var) -> (loss, [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)])``.
 
@@ -279,10 +292,10 @@ def nn_loss_and_gradient_closure(X, Y):
 
 
 def nn_line_search_closure(X, Y):
-    """``ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None)``: Armijo backtracking on the loss.
+    """``ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None)``: Armijo backtracking on the loss.
 
     Exactly ``block_backtracking(x0, nn_loss_closure(X, Y), dx, df0, alpha,
-    beta, max_iter=max_iter)``; returns its ``LineSearchResult``.
+    beta, max_iter=max_iter, f0=f0)``; returns its ``LineSearchResult``.
 
     See Also
     --------
@@ -290,7 +303,7 @@ def nn_line_search_closure(X, Y):
     """
     f = nn_loss_closure(X, Y)
 
-    def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None):
-        return block_backtracking(x0, f, dx, df0, alpha, beta, max_iter=max_iter)
+    def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None):
+        return block_backtracking(x0, f, dx, df0, alpha, beta, max_iter=max_iter, f0=f0)
 
     return ls

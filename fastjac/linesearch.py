@@ -39,9 +39,11 @@ def _check_blocks(x, y, xname, yname):
         raise ValueError(f"{xname} has {len(x)} blocks but {yname} has {len(y)}")
     for i, (a, b) in enumerate(zip(x, y)):
         sa, sb = np.shape(a), np.shape(b)
+        if sa == sb:
+            continue
         # (k,) gradients of (1, k) biases broadcast, as in the lecture's loop
         try:
-            ok = sa == sb or np.broadcast_shapes(sa, sb) == sa
+            ok = np.broadcast_shapes(sa, sb) == sa
         except ValueError:
             ok = False
         if not ok:
@@ -83,7 +85,7 @@ def default_max_iter(beta):
 
 
 def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
-                       max_iter=None, plot_file=None):
+                       max_iter=None, plot_file=None, f0=None):
     """Armijo backtracking along ``dx`` over blocks of variables (the lecture's).
 
     Accept the first ``t = beta**i`` with ``f(x0 + t dx) <= f(x0) + t alpha <dx, df0>``
@@ -105,11 +107,15 @@ def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
         epsilon (53 for beta=0.5), beyond which the trial point no longer moves.
     plot_file : str, optional (keyword-only)
         Where to save the verbose plot.
+    f0 : float, optional (keyword-only)
+        ``f(x0)`` if the caller has it already (e.g. from the loss-and-gradient
+        call that gave ``df0``): saves one evaluation. It must be ``f(x0)``.
 
     Returns
     -------
     LineSearchResult
-        Unpacks as ``(x, fx)``; also has ``.t`` and ``.nfev``.
+        Unpacks as ``(x, fx)``; also has ``.t`` and ``.nfev`` (which counts
+        ``f(x0)`` even when it is passed as ``f0``).
 
     Raises
     ------
@@ -118,7 +124,8 @@ def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
         (``<dx, df0> >= 0`` or NaN), or no step is accepted in ``max_iter`` trials.
     """
     delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
-    f0 = f(x0)
+    if f0 is None:
+        f0 = f(x0)
 
     def trial(t):
         x = update_blocks(x0, dx, t)
@@ -134,6 +141,9 @@ def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
 def armijo_setup(x0, dx, df0, alpha, beta, max_iter):
     """Check the arguments of a block line search; return ``(alpha <dx, df0>, max_iter)``.
 
+    ``alpha <dx, df0>`` is a Python float whatever the blocks' dtype, so the
+    Armijo test ``fx <= f0 + t delta`` is float64 arithmetic everywhere.
+
     Shared by ``block_backtracking`` and the fused ``nn_line_search_closure``
     so that both refuse the same inputs with the same errors.
     """
@@ -146,7 +156,7 @@ def armijo_setup(x0, dx, df0, alpha, beta, max_iter):
     elif int(max_iter) != max_iter or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
 
-    slope = block_dot(dx, df0)
+    slope = float(block_dot(dx, df0))
     if not slope < 0:
         raise LineSearchError(
             f"dx is not a descent direction: <dx, df0> = {slope!r} must be negative"
@@ -161,9 +171,7 @@ def armijo_backtrack(f0, delta, beta, max_iter, trial):
     ``trial(t)`` must return ``x = update_blocks(x0, dx, t)`` and the loss there,
     however it computes it; ``nfev`` counts ``f(x0)`` too.
     """
-    if not np.isfinite(f0):
-        raise LineSearchError(f"f(x0) is not finite ({f0!r}); no step can satisfy Armijo")
-
+    check_start(f0)
     t = 1.0
     for i in range(1, max_iter + 1):
         x, fx = trial(t)
@@ -171,11 +179,22 @@ def armijo_backtrack(f0, delta, beta, max_iter, trial):
             break
         t = beta * t
     else:
-        raise LineSearchError(
-            f"no step accepted in max_iter={max_iter} trials (last t={t / beta:.3g}, "
-            f"f(x0)={f0!r}, last f={fx!r})"
-        )
+        raise no_step_error(max_iter, t / beta, f0, fx)
     return LineSearchResult(x, fx, t, i + 1)
+
+
+def check_start(f0):
+    """Raise ``LineSearchError`` unless ``f(x0)`` is finite."""
+    if not np.isfinite(f0):
+        raise LineSearchError(f"f(x0) is not finite ({f0!r}); no step can satisfy Armijo")
+
+
+def no_step_error(max_iter, t, f0, fx):
+    """The ``LineSearchError`` for ``max_iter`` rejected trials, the last at step t with loss fx."""
+    return LineSearchError(
+        f"no step accepted in max_iter={max_iter} trials (last t={t:.3g}, "
+        f"f(x0)={f0!r}, last f={fx!r})"
+    )
 
 
 def _plot_line(x0, f, dx, f0, delta, alpha, plot_file):

@@ -161,6 +161,16 @@ def _network_args(X, Y, var):
         raise ValueError(f"X and Y must have the same number of rows, got X {X.shape} and Y {Y.shape}")
     if X.shape[0] == 0:
         raise ValueError("X and Y have no rows (N=0): the mean cross-entropy is undefined")
+    X, W1, b1, W2, b2 = _layer_args(X, var)
+    if W2.shape[1] != Y.shape[1]:
+        raise ValueError(f"W2 has shape {W2.shape} but Y has {Y.shape[1]} columns")
+    dtype = np.result_type(X, Y, W1, b1, W2, b2)
+    c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+    return c(X), c(Y), c(W1), c(b1).ravel(), c(W2), c(b2).ravel()
+
+
+def _layer_args(X, var):
+    """Validate X (N, d) and the blocks [W1 (d, k), b1, W2 (k, m), b2] against each other."""
     if len(var) != 4:
         raise ValueError(f"var must be the 4 blocks [W1, b1, W2, b2], got {len(var)} blocks")
     W1, b1, W2, b2 = var
@@ -169,12 +179,24 @@ def _network_args(X, Y, var):
     if W2.shape[0] != W1.shape[1]:
         raise ValueError(f"W2 has shape {W2.shape} but W1 of shape {W1.shape} gives "
                          f"{W1.shape[1]} hidden units; W2 needs {W1.shape[1]} rows")
-    b2 = check_bias(b2, W2, "b2", "W2")
-    if W2.shape[1] != Y.shape[1]:
-        raise ValueError(f"W2 has shape {W2.shape} but Y has {Y.shape[1]} columns")
-    dtype = np.result_type(X, Y, W1, b1, W2, b2)
+    return X, W1, b1, W2, check_bias(b2, W2, "b2", "W2")
+
+
+def nn_predict(X, var):
+    """Predicted class of each row of X (N, d): ``argmax`` over the network's outputs, (N,) int64.
+
+    The argmax of ``logit(X @ W1 + b1) @ W2 + b2`` by a fused kernel: the
+    softmax is increasing, so it is the class ``fastjac.dense.nn_predict``
+    picks from the probabilities (ties as ``np.argmax``: the first).
+
+    See Also
+    --------
+    fastjac.dense.nn_predict
+    """
+    X, W1, b1, W2, b2 = _layer_args(X, var)
+    dtype = np.result_type(X, W1, b1, W2, b2)
     c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-    return c(X), c(Y), c(W1), c(b1).ravel(), c(W2), c(b2).ravel()
+    return fused.predict(c(X), c(W1), c(b1).ravel(), c(W2), c(b2).ravel())
 
 
 def nn_loss_closure(X, Y):
@@ -302,45 +324,66 @@ def _repeated_network_args(X, Y):
 
 
 def nn_line_search_closure(X, Y):
-    """``ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None)``: ``block_backtracking`` on the loss.
+    """``ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None)``: ``block_backtracking`` on the loss.
 
     Accepts the same step as ``block_backtracking(x0, nn_loss_closure(X, Y),
-    dx, df0, alpha, beta, max_iter=max_iter)``, with the same errors and the
-    same ``LineSearchResult`` (``x`` built by ``update_blocks``). When the
-    first layer is wide enough for it to pay (``fastjac.fused.precompute_line``),
-    the first layer along the line is ``Z1 + t P`` with ``Z1 = X W1 + b1`` and
-    ``P = X dW1 + db1`` computed once (2 N k values held during the call), so
-    each trial costs O(N k m) instead of an X W1 product; otherwise each trial
-    is one fused loss evaluation.
+    dx, df0, alpha, beta, max_iter=max_iter, f0=f0)``, with the same errors
+    and the same ``LineSearchResult`` (``x`` built by ``update_blocks``).
+    When it pays (``fastjac.fused.precompute_line``: d large, or N k small)
+    the first layer along the line is ``Z1 + t P`` with ``Z1 = X W1 + b1``
+    and ``P = X dW1 + db1`` computed once (2 N k values held during the
+    call), so each trial costs O(N k m), and with all blocks in X's dtype
+    the whole backtracking loop runs in one kernel call. Otherwise each
+    trial is one fused loss evaluation. ``fx`` is the fused loss at the
+    accepted point (to rounding: ``Z1 + t P`` rounds differently from
+    ``X (W1 + t dW1) + b1 + t db1``).
 
     See Also
     --------
     fastjac.dense.nn_line_search_closure
     """
 
-    from fastjac.linesearch import armijo_backtrack, armijo_setup
+    from fastjac.linesearch import armijo_backtrack, armijo_setup, check_start, no_step_error
 
     f = nn_loss_closure(X, Y)
+    x_args, dx_args = _repeated_network_args(X, Y), _repeated_network_args(X, Y)
+    transposed = [None, None]  # (X as validated, X^T): X is fixed, so X^T is made once
 
-    def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None):
+    def X_transposed(Xc):
+        if transposed[0] is not Xc:
+            small = Xc.size <= fused.LINESEARCH_MAX_HELD  # never a second copy of a large X
+            transposed[:] = Xc, np.ascontiguousarray(Xc.T) if small else None
+        return transposed[1]
+
+    def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None):
         delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
-        Xc, Yc, W1, b1, W2, b2 = _network_args(X, Y, x0)
+        Xc, Yc, W1, b1, W2, b2 = x_args(x0)
         if not fused.precompute_line(*Xc.shape, *W2.shape):
             def trial(t):
                 x = update_blocks(x0, dx, t)
                 return x, f(x)
 
-            return armijo_backtrack(f(x0), delta, beta, max_iter, trial)
+            return armijo_backtrack(f(x0) if f0 is None else f0, delta, beta, max_iter, trial)
 
-        _, _, dW1, db1, dW2, db2 = _network_args(X, Y, dx)
+        _, _, dW1, db1, dW2, db2 = dx_args(dx)
         dtype = np.result_type(W1, dW1)
         c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-        line = fused.LineLoss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1))
+        XT = X_transposed(Xc) if Xc.dtype == dtype else None
+        line = fused.LineLoss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1), XT=XT)
+        if f0 is None:
+            f0 = line(0.0, c(W2), c(b2))
+        check_start(f0)
+        if all(type(v) is np.ndarray and v.dtype == dtype for v in (*x0, *dx)):
+            # update_blocks' rounding is the kernel's only with one dtype throughout
+            i, t, fx = line.backtrack(W2, b2, dW2, db2, f0, delta, beta, max_iter)
+            if i == 0:
+                raise no_step_error(max_iter, t, f0, fx)
+            return LineSearchResult(update_blocks(x0, dx, t), fx, t, i + 1)
 
         def trial(t):
             x = update_blocks(x0, dx, t)
             return x, line(t, c(x[2]), c(x[3]).ravel())
 
-        return armijo_backtrack(line(0.0, c(W2), c(b2)), delta, beta, max_iter, trial)
+        return armijo_backtrack(f0, delta, beta, max_iter, trial)
 
     return ls

@@ -211,10 +211,8 @@ def closures(module, X, Y):
 
 
 def accuracy(module, X, targets, var):
-    """Percent of rows whose predicted class (argmax of the network's softmax) is the target."""
-    W1, b1, W2, b2 = var
-    Q = module.matrix_softmax(module.logit(X @ W1 + b1) @ W2 + b2)
-    predicted = np.argmax(Q, axis=1)
+    """Percent of rows whose predicted class (``module.nn_predict``) is the target."""
+    predicted = module.nn_predict(X, var)
     # The lecture's formula, kept so the printed %.1f rounds the same way.
     return 100 * (1 - np.count_nonzero(predicted - targets) / X.shape[0])
 
@@ -293,11 +291,11 @@ def train(impl="structured", steps=100, hidden=20, train_rows=400, seed=1234,
     # right logistic value: not worth a warning on every trial step.
     with np.errstate(over="ignore"):
         for i in range(steps):
-            _, grad = fg(x)
+            loss, grad = fg(x)
             # Bias gradients come back (k,) (the lecture's Db_affine); blocks must match x.
             grad = [np.reshape(g, xi.shape) for g, xi in zip(grad, x)]
             ngrad = module.negate_blocks(grad)
-            result = ls(x, ngrad, grad, alpha=alpha, beta=beta, max_iter=max_iter)
+            result = ls(x, ngrad, grad, alpha=alpha, beta=beta, max_iter=max_iter, f0=loss)
             x, fval = result
             record = Step(i, float(fval), float(module.block_norm(ngrad)),
                           float(accuracy(module, X_train, t_train, x)),

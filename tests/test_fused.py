@@ -268,7 +268,9 @@ def as_var_shapes(grad, var):
 @pytest.fixture(params=["precomputed", "direct"])
 def line_path(request, monkeypatch):
     """Force the line search's path: Z1 + t P precomputed, or one fused loss per trial."""
-    monkeypatch.setattr(fused, "LINESEARCH_MIN_INPUTS", 0 if request.param == "precomputed" else 10**9)
+    precomputed = request.param == "precomputed"
+    monkeypatch.setattr(fused, "LINESEARCH_MIN_INPUTS", 0 if precomputed else 10**9)
+    monkeypatch.setattr(fused, "LINESEARCH_MAX_HELD", 10**12 if precomputed else 0)
     return request.param
 
 
@@ -308,9 +310,10 @@ def test_line_loss_paths_agree(nchunks, block, rng):
         np.testing.assert_allclose(line(t, W2, b2), f(x), rtol=1e-12)
 
 
-def test_line_search_picks_its_path_from_the_width():
-    assert not fused.precompute_line(400, 30, 20, 2)
-    assert fused.precompute_line(40_000, 256, 512, 10)
+def test_line_search_picks_its_path_from_the_sizes():
+    assert fused.precompute_line(400, 30, 20, 2)  # the lecture's: 16,000 values held
+    assert fused.precompute_line(40_000, 256, 512, 10)  # wide: skips X W1 in every trial
+    assert not fused.precompute_line(400_000, 30, 20, 2)  # 16 M values: a loss per trial
 
 
 def test_fused_line_search_fails_like_block_backtracking(rng, line_path):
