@@ -23,10 +23,13 @@ the thresholds and their measurements are in ``fastjac._jit``):
   gradients accumulate in place. Hand-written loops for them were 5x slower
   at d, k = 30, 20. G2 W2^T has only m terms per entry: loops up to
   ``SMALL_M``, a GEMM above.
-* **A vectorisable exp.** ``exp_nonpos`` is a table-and-polynomial exp that
+* **A vectorisable exp and log.** ``exp_nonpos`` is a table-and-polynomial exp that
   LLVM vectorises, where libm's ``exp`` is a scalar call: logistic plus
   derivative cost about 2 ns per element instead of 6-8 ns. Arguments below -745.2 give an
   exact 0 without computing an underflow (a microcode assist, 6x slower).
+  ``log_pos`` (fdlibm's polynomial, 1.4 ns against libm's 6.7 ns) does the
+  same for the softmax's log-sum: the softmax of 400 rows of 2 classes went
+  from 11.5 us to 4 us with it and with its loops running over rows.
 * **Threads, chosen from the sizes** (``plan``): small problems run serially;
   larger narrow ones split the rows into one contiguous chunk per Numba
   thread, each with its own scratch and partial sums, with blocks small
@@ -39,9 +42,12 @@ the thresholds and their measurements are in ``fastjac._jit``):
   row order, so for a fixed number of threads repeated calls are bitwise
   identical; the result may change with the number of threads.
 
-The line search (``LineLoss``) computes ``[X W1 + b1 | X dW1 + db1]`` once;
-each trial step is then elementwise work and m dot products per row, without
-BLAS, so its row chunks run in parallel at any width.
+The line search (``LineLoss``) computes ``[X W1 + b1 | X dW1 + db1]^T`` once;
+each trial step is then elementwise work and m axpys per output, without
+BLAS, so its row chunks run in parallel at any width, and ``backtrack`` runs
+the whole Armijo loop in one kernel call. Its arrays are transposed (rows
+last) so that every loop, softmax included, vectorises over rows: with m = 2
+a loop over the m classes of one row cannot.
 
 Kernels only loop (arrays in, arrays or ``out`` out); the wrappers at the end
 take validated, C-contiguous arrays of one dtype (float32 or float64) and
@@ -600,7 +606,8 @@ def backtrack(ZPT, Y, W2, b2, dW2, db2, f0, delta, beta, max_iter, block, work, 
             fx = trial_chunks(ZPT, Y, W2T, b2t, t, block, work) / N
         if np.isfinite(fx) and fx <= f0 + t * delta:
             return i, t, fx
-        t = beta * t
+        if i < max_iter:
+            t = beta * t
     return 0, t, fx
 
 

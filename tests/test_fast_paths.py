@@ -1,4 +1,4 @@
-"""The fast paths of the last round: own log, fused predict, ``f0``, and the one-kernel line search.
+"""Fast paths beside the fused pass: own log, fused predict, ``f0``, and the one-kernel line search.
 
 * ``fused.log_pos`` against an 80-bit ``log``;
 * ``structured.nn_predict`` (fused argmax) against the dense reference;
@@ -304,8 +304,6 @@ def test_kernel_backtrack_failure_returns_zero(nchunks, rng):
     assert line.backtrack(*args, 60)[0] > 1  # the same line does have an acceptable step
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="backtrack returns beta * (last trial's t) on failure, "
-                   "so the kernel path's error reports a t that was never tried")
 def test_kernel_failure_reports_the_last_trial_step(rng):
     """On failure backtrack's t is the last trial's (its docstring) and ls's error equals block_backtracking's."""
     X, Y, var, _, g = network(rng)
