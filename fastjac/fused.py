@@ -532,40 +532,58 @@ def output_layer_T(AT, W2T, b2, Z2T):
 
 
 @kernel
-def trial_rows(ZPT, Y, W2T, b2, t, lo, hi, block, work):
-    """Loss sum of rows ``[lo, hi)`` at step t of a line search (not divided by N).
+def trial_rows(ZPT, Y, W2Ts, b2s, ts, K, lo, hi, block, work, out):
+    """``out[q]`` = loss sum of rows ``[lo, hi)`` at step ``ts[q]``, q < K (not divided by N).
 
     ``ZPT = [X W1 + b1 | X dW1 + db1]^T`` (2k, N) holds the first layer's
     pre-activation and its change along the line, transposed: at t it is
-    ``ZPT[:k] + t ZPT[k:]``. W2T (m, k) = W2^T and b2 (m,) are the second
-    layer's blocks at t; work (>= block (k + m + 4),). Every loop runs over
-    rows (vectorised); no BLAS, so row chunks can run in parallel.
+    ``ZPT[:k] + t ZPT[k:]``. ``W2Ts[q]`` (m, k) = W2^T and ``b2s[q]`` (m,)
+    are the second layer's blocks at ``ts[q]``; work (>= block (k + m + 4),).
+    Each block of rows is evaluated at all K steps while it is in cache; the
+    sum for one step is over blocks in row order whatever K is. Every loop
+    runs over rows (vectorised); no BLAS, so row chunks can run in parallel.
     """
-    m, k = W2T.shape
-    loss = 0.0
+    m, k = W2Ts.shape[1], W2Ts.shape[2]
+    for q in range(K):
+        out[q] = 0.0
     for start in range(lo, hi, block):
         stop = min(start + block, hi)
         B = stop - start
         AT = work[:k * B].reshape((k, B))
         Z2T = work[block * k:block * k + m * B].reshape((m, B))
         rows = work[block * (k + m):block * (k + m + 4)].reshape((4, block))
-        logistic_line(ZPT, start, t, AT)
-        output_layer_T(AT, W2T, b2, Z2T)
-        loss += softmax_cross_entropy(Z2T, Y[start:stop], False, 1, rows)
-    return loss
+        for q in range(K):
+            logistic_line(ZPT, start, ts[q], AT)
+            output_layer_T(AT, W2Ts[q], b2s[q], Z2T)
+            out[q] += softmax_cross_entropy(Z2T, Y[start:stop], False, 1, rows)
 
 
 @kernel(parallel=True)
-def trial_chunks(ZPT, Y, W2T, b2, t, block, work):
-    """``trial_rows`` on ``len(work)`` contiguous row chunks in parallel, added in chunk order."""
+def trial_chunks(ZPT, Y, W2Ts, b2s, ts, K, block, work, out):
+    """``trial_rows`` on ``len(work)`` contiguous row chunks in parallel: chunk c's sums in ``out[c]``."""
     nchunks = work.shape[0]
     N = ZPT.shape[1]
-    losses = np.empty((nchunks, 1))
     for c in prange(nchunks):
-        losses[c, 0] = trial_rows(ZPT, Y, W2T, b2, t, c * N // nchunks,
-                                  (c + 1) * N // nchunks, block, work[c])
-    add_rows_in_order(losses)
-    return losses[0, 0]
+        trial_rows(ZPT, Y, W2Ts, b2s, ts, K, c * N // nchunks, (c + 1) * N // nchunks,
+                   block, work[c], out[c])
+
+
+@kernel
+def trial_losses(ZPT, Y, W2Ts, b2s, ts, K, block, work, out):
+    """Mean loss at steps ``ts[:K]`` (a (K,) array): rows in ``len(work)`` chunks, in parallel
+    if more than one, each step's chunk sums added in chunk order."""
+    N = ZPT.shape[1]
+    if work.shape[0] == 1:
+        trial_rows(ZPT, Y, W2Ts, b2s, ts, K, 0, N, block, work[0], out[0])
+    else:
+        trial_chunks(ZPT, Y, W2Ts, b2s, ts, K, block, work, out)
+    fx = np.empty(K)
+    for q in range(K):
+        total = out[0, q]
+        for c in range(1, out.shape[0]):
+            total += out[c, q]
+        fx[q] = total / N
+    return fx
 
 
 # No fastmath: these must round exactly as the Python line search does.
@@ -586,29 +604,37 @@ def step_output_layer(W2, b2, dW2, db2, t, W2T, b2t):
 
 
 @kernel(fastmath=frozenset())
-def backtrack(ZPT, Y, W2, b2, dW2, db2, f0, delta, beta, max_iter, block, work, W2T, b2t):
+def backtrack(ZPT, Y, W2, b2, dW2, db2, f0, delta, beta, max_iter, batch, block, work,
+              W2Ts, b2s, ts, out):
     """``armijo_backtrack`` on the line ``ZPT`` without leaving the kernel: ``(i, t, fx)``.
 
-    Trial i = 1, 2, ... takes ``t = beta^(i-1)`` and accepts when ``fx`` is
-    finite and ``fx <= f0 + t delta`` (the same float64 operations as the
-    Python loop); ``i = 0`` if ``max_iter`` trials fail (then t and fx are
-    the last trial's). Rows run in ``len(work)`` chunks, in parallel if more
-    than one. W2T (m, k) and b2t (m,) are scratch for the trial's blocks.
+    Trial i = 1, 2, ... takes ``t = beta^(i-1)`` (by repeated products, as
+    the Python loop) and accepts when ``fx`` is finite and
+    ``fx <= f0 + t delta``; ``i = 0`` if ``max_iter`` trials fail (t and fx
+    are then the last trial's). Trials are evaluated ``batch`` at a time
+    (then 2 at a time), in one pass over the rows per batch: a batch that
+    overshoots the accepted trial wastes its later trials but not the
+    answer, which is the same for any batch. Scratch: W2Ts (>= batch, m, k),
+    b2s (>= batch, m), ts (>= batch,), out (len(work), >= batch).
     """
-    N = ZPT.shape[1]
+    i = 1
     t = 1.0
-    fx = np.nan
-    for i in range(1, max_iter + 1):
-        step_output_layer(W2, b2, dW2, db2, t, W2T, b2t)
-        if work.shape[0] == 1:
-            fx = trial_rows(ZPT, Y, W2T, b2t, t, 0, N, block, work[0]) / N
-        else:
-            fx = trial_chunks(ZPT, Y, W2T, b2t, t, block, work) / N
-        if np.isfinite(fx) and fx <= f0 + t * delta:
-            return i, t, fx
-        if i < max_iter:
-            t = beta * t
-    return 0, t, fx
+    K = min(batch, max_iter)
+    while True:
+        for q in range(K):
+            if q > 0:
+                t = beta * t
+            ts[q] = t
+            step_output_layer(W2, b2, dW2, db2, t, W2Ts[q], b2s[q])
+        fx = trial_losses(ZPT, Y, W2Ts, b2s, ts, K, block, work, out)
+        for q in range(K):
+            if np.isfinite(fx[q]) and fx[q] <= f0 + ts[q] * delta:
+                return i + q, ts[q], fx[q]
+        i += K
+        if i > max_iter:
+            return 0, t, fx[K - 1]
+        t = beta * t
+        K = min(2, max_iter - i + 1)
 
 
 @kernel
@@ -746,22 +772,25 @@ class LineLoss:
         self.work = np.empty((self.nchunks, self.block * (k + m + 4)), dtype=X.dtype)
 
     def __call__(self, t, W2, b2):
-        W2T, t = np.ascontiguousarray(W2.T), float(t)
-        if self.nchunks == 1:
-            total = trial_rows(self.ZPT, self.Y, W2T, b2, t, 0, self.ZPT.shape[1], self.block,
-                               self.work[0])
-        else:
-            total = trial_chunks(self.ZPT, self.Y, W2T, b2, t, self.block, self.work)
-        return total / self.ZPT.shape[1]
-
-    def backtrack(self, W2, b2, dW2, db2, f0, delta, beta, max_iter):
-        """``(i, t, fx)`` of ``backtrack`` from x0's second layer W2 (k, m), b2 (m,) along
-        dW2, db2 (all of ZPT's dtype, contiguous); ``i = 0`` if no step is accepted."""
         k, m = W2.shape
-        W2T = np.empty((m, k), dtype=W2.dtype)
-        b2t = np.empty(m, dtype=W2.dtype)
+        W2Ts = np.ascontiguousarray(W2.T).reshape(1, m, k)
+        out = np.empty((self.nchunks, 1))
+        ts = np.array([float(t)])
+        return float(trial_losses(self.ZPT, self.Y, W2Ts, b2.reshape(1, m), ts, 1, self.block,
+                                  self.work, out)[0])
+
+    def backtrack(self, W2, b2, dW2, db2, f0, delta, beta, max_iter, batch=1):
+        """``(i, t, fx)`` of ``backtrack`` from x0's second layer W2 (k, m), b2 (m,) along
+        dW2, db2 (all of ZPT's dtype, contiguous); ``i = 0`` if no step is accepted.
+        ``batch``: trials in the first pass (a guess of the accepted i; any value gives
+        the same answer)."""
+        k, m = W2.shape
+        size = max(2, int(batch))
+        W2Ts = np.empty((size, m, k), dtype=W2.dtype)
+        b2s = np.empty((size, m), dtype=W2.dtype)
         return backtrack(self.ZPT, self.Y, W2, b2, dW2, db2, float(f0), float(delta),
-                         float(beta), int(max_iter), self.block, self.work, W2T, b2t)
+                         float(beta), int(max_iter), size if batch > 1 else 1, self.block,
+                         self.work, W2Ts, b2s, np.empty(size), np.empty((self.nchunks, size)))
 
 
 def predict(X, W1, b1, W2, b2):

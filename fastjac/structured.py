@@ -348,6 +348,7 @@ def nn_line_search_closure(X, Y):
     f = nn_loss_closure(X, Y)
     x_args, dx_args = _repeated_network_args(X, Y), _repeated_network_args(X, Y)
     transposed = [None, None]  # (X as validated, X^T): X is fixed, so X^T is made once
+    last_trials = [1]  # the previous search's accepted trial: the next one's first batch
 
     def X_transposed(Xc):
         if transposed[0] is not Xc:
@@ -375,9 +376,11 @@ def nn_line_search_closure(X, Y):
         check_start(f0)
         if all(type(v) is np.ndarray and v.dtype == dtype for v in (*x0, *dx)):
             # update_blocks' rounding is the kernel's only with one dtype throughout
-            i, t, fx = line.backtrack(W2, b2, dW2, db2, f0, delta, beta, max_iter)
+            i, t, fx = line.backtrack(W2, b2, dW2, db2, f0, delta, beta, max_iter,
+                                      batch=last_trials[0])
             if i == 0:
                 raise no_step_error(max_iter, t, f0, fx)
+            last_trials[0] = i
             return LineSearchResult(update_blocks(x0, dx, t), fx, t, i + 1)
 
         def trial(t):

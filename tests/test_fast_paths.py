@@ -6,7 +6,7 @@
 * the one-kernel Armijo loop (``LineLoss.backtrack``) against ``update_blocks``
   and a plain Python loop over ``LineLoss.__call__``: bitwise equal, because it
   rounds the trial's second layer as numpy does;
-* ``trial_chunks`` / ``LineLoss`` / ``softmax_cross_entropy`` on the shapes
+* ``trial_rows`` / ``trial_chunks`` / ``LineLoss`` / ``softmax_cross_entropy`` on the shapes
   the other tests leave out (m > 8, k = 1, zero and soft label rows).
 """
 
@@ -158,9 +158,9 @@ def ls_path(request, monkeypatch):
     calls = []
     backtrack = fused.LineLoss.backtrack
 
-    def spy(self, *args):
+    def spy(self, *args, **kwargs):
         calls.append(args)
-        return backtrack(self, *args)
+        return backtrack(self, *args, **kwargs)
 
     monkeypatch.setattr(fused.LineLoss, "backtrack", spy)
     return request.param, calls
@@ -212,7 +212,7 @@ def test_kernel_line_search_is_bitwise_update_blocks(N, d, k, m, dtype, rng, mon
     calls = []
     backtrack = fused.LineLoss.backtrack
     monkeypatch.setattr(fused.LineLoss, "backtrack",
-                        lambda self, *a: calls.append(a) or backtrack(self, *a))
+                        lambda self, *a, **kw: calls.append(a) or backtrack(self, *a, **kw))
     X, Y, x0 = standardized_problem(rng, N, d, k, m, dtype=dtype)
     _, g = grad_blocks(X, Y, x0)
     ls = fastjac.nn_line_search_closure(X, Y)
@@ -285,6 +285,8 @@ def test_kernel_backtrack_equals_python_loop(nchunks, block, dtype, rng):
             args = (W2, b2, sW2, sb2, f0, delta, beta, 60)
             got = line.backtrack(*args)
             assert got == python_backtrack(line, *args), (scale, alpha, beta)
+            for batch in [2, 3, 20]:  # speculative batches change nothing
+                assert line.backtrack(*args, batch=batch) == got, (scale, alpha, beta, batch)
             assert got[0] >= 1
             trials.append(got[0])
     assert max(trials) > 2  # some searches backtracked several times
@@ -326,20 +328,28 @@ def test_kernel_failure_reports_the_last_trial_step(rng):
 @pytest.mark.parametrize("nchunks", [2, 3])
 @pytest.mark.parametrize("N,k,m", [(301, 4, 3), (157, 1, 12), (50, 6, 10)])
 def test_trial_chunks_equal_trial_rows(N, k, m, nchunks, rng):
-    """trial_chunks over 2 or 3 row chunks gives trial_rows over all rows (rtol 1e-13)."""
+    """trial_chunks over 2 or 3 row chunks gives trial_rows over all rows (rtol 1e-13), for K steps at once."""
     X, Y, (W1, b1, W2, b2), (dW1, db1, dW2, db2), _ = line_problem(rng, np.float64, N, 5, k, m)
     ZPT = fused.LineLoss(X, Y, W1, b1, dW1, db1).ZPT
-    W2T = np.ascontiguousarray(W2.T)
+    ts = np.array([0.0, 1.0, 0.3])
+    W2Ts = np.stack([np.ascontiguousarray((W2 + t * dW2).T) for t in ts])
+    b2s = np.stack([b2 + t * db2 for t in ts])
     for block in [5, 64]:
         size = block * (k + m + 4)
-        for t in [0.0, 1.0, 0.3]:
-            rows = fused.trial_rows(ZPT, Y, W2T, b2, t, 0, N, block, np.empty(size))
-            chunks = fused.trial_chunks(ZPT, Y, W2T, b2, t, block, np.empty((nchunks, size)))
-            assert_allclose(chunks, rows, rtol=1e-13)
-            half = fused.trial_rows(ZPT, Y, W2T, b2, t, 0, N // 2, block, np.empty(size))
-            rest = fused.trial_rows(ZPT, Y, W2T, b2, t, N // 2, N, block, np.empty(size))
-            assert_allclose(half + rest, rows, rtol=1e-13)
-            assert 0 < half < rows
+        rows, half, rest = np.empty(3), np.empty(3), np.empty(3)
+        fused.trial_rows(ZPT, Y, W2Ts, b2s, ts, 3, 0, N, block, np.empty(size), rows)
+        chunks = np.empty((nchunks, 3))
+        fused.trial_chunks(ZPT, Y, W2Ts, b2s, ts, 3, block, np.empty((nchunks, size)), chunks)
+        assert_allclose(chunks.sum(axis=0), rows, rtol=1e-13)
+        fused.trial_rows(ZPT, Y, W2Ts, b2s, ts, 3, 0, N // 2, block, np.empty(size), half)
+        fused.trial_rows(ZPT, Y, W2Ts, b2s, ts, 3, N // 2, N, block, np.empty(size), rest)
+        assert_allclose(half + rest, rows, rtol=1e-13)
+        assert np.all((0 < half) & (half < rows))
+        for q in range(3):  # one step at a time gives the same bits as three at once
+            one = np.empty(1)
+            fused.trial_rows(ZPT, Y, W2Ts[q:q + 1], b2s[q:q + 1], ts[q:q + 1], 1, 0, N, block,
+                             np.empty(size), one)
+            assert one[0] == rows[q]
 
 
 @pytest.mark.parametrize("nchunks,block", [(1, 256), (1, 9), (2, 64), (3, 5)])
