@@ -272,11 +272,12 @@ def nn_predict(X, var):
     return np.argmax(matrix_softmax(logit(X @ W1 + b1) @ W2 + b2), axis=1)
 
 
-def nn_loss_and_gradient_closure(X, Y):
+def nn_loss_and_gradient_closure(X, Y, *, classes=False):
     """``fg(var) -> (loss, [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)])``.
 
     ``nn_loss_closure`` and ``nn_loss_gradient_closure`` (the dense chain
-    rule) evaluated together: the reference for the fused version.
+    rule) evaluated together: the reference for the fused version. With
+    ``classes=True``, ``fg`` also returns ``nn_predict(X, var)``.
 
     See Also
     --------
@@ -286,6 +287,8 @@ def nn_loss_and_gradient_closure(X, Y):
     df = nn_loss_gradient_closure(X, Y)
 
     def fg(var):
+        if classes:
+            return f(var), df(var), nn_predict(X, var)
         return f(var), df(var)
 
     return fg

@@ -434,9 +434,10 @@ def scratch_size(block, k, m, with_grad=True):
 
 
 @kernel
-def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g, with_grad):
+def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g, with_grad, classes):
     """Loss sum of rows ``[lo, hi)`` (not divided by N); if ``with_grad``, their
-    gradient terms are added to ``g``.
+    gradient terms are added to ``g``; if ``classes`` is not empty, ``classes[r]``
+    gets row r's predicted class (``argmax_rows`` of its logits).
 
     X (N, d), Y (N, m), W1 (d, k), b1 (k,), W2 (k, m), b2 (m,); work scratch
     of ``scratch_size(block, k, m, with_grad)``; g (d k + k + k m + m,) as
@@ -464,6 +465,8 @@ def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g, with_grad):
         else:
             logistic_inplace(a)
         output_layer(A, W2T, b2, Z2T, m > SMALL_M)
+        if classes.size:
+            argmax_rows(Z2T, classes[start:stop])
         loss += softmax_cross_entropy(Z2T, Y[start:stop], with_grad, X.shape[0], rows)
         if with_grad:
             backward(X[start:stop], A, D, Z2T, W2, W2T, gW1, gb1, gW2, gb2)
@@ -479,7 +482,7 @@ def add_rows_in_order(G):
 
 
 @kernel(parallel=True)
-def loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, with_grad):
+def loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, with_grad, classes):
     """``loss_grad_rows`` on ``len(G)`` contiguous row chunks in parallel; the loss sum.
 
     Chunk c uses scratch ``work[c]`` and adds its gradient terms to ``G[c]``;
@@ -490,7 +493,8 @@ def loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, with_grad):
     losses = np.empty((nchunks, 1))
     for c in prange(nchunks):
         losses[c, 0] = loss_grad_rows(X, Y, W1, b1, W2, b2, c * N // nchunks,
-                                      (c + 1) * N // nchunks, block, work[c], G[c], with_grad)
+                                      (c + 1) * N // nchunks, block, work[c], G[c], with_grad,
+                                      classes)
     if with_grad:
         add_rows_in_order(G)
     add_rows_in_order(losses)
@@ -696,8 +700,9 @@ def plan(N, d, k, m):
     return nchunks, max(1, block)
 
 
-def _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, with_grad):
-    """Loss sum and the gradient buffer (row 0 of G) of one fused pass."""
+def _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, with_grad, classes=None):
+    """Loss sum and the gradient buffer (row 0 of G) of one fused pass; ``classes``
+    (N,) int64, if given, gets each row's predicted class."""
     N, d = X.shape
     k, m = W2.shape
     auto_chunks, auto_block = plan(N, d, k, m)
@@ -707,22 +712,27 @@ def _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, with_grad):
     alloc = np.zeros if with_grad else np.empty  # without gradient G is never touched
     G = alloc((nchunks, size), dtype=X.dtype)
     work = np.empty((nchunks, scratch_size(block, k, m, with_grad)), dtype=X.dtype)
+    classes = _NO_CLASSES if classes is None else classes
     if nchunks == 1:
-        loss = loss_grad_rows(X, Y, W1, b1, W2, b2, 0, N, block, work[0], G[0], with_grad)
+        loss = loss_grad_rows(X, Y, W1, b1, W2, b2, 0, N, block, work[0], G[0], with_grad, classes)
     else:
-        loss = loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, with_grad)
+        loss = loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, with_grad, classes)
     return loss, G[0]
 
 
-def nn_loss_and_gradient(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None):
+_NO_CLASSES = np.empty(0, dtype=np.int64)
+
+
+def nn_loss_and_gradient(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None, classes=None):
     """Mean cross-entropy and its gradient ``[dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)]``.
 
     Arrays already validated, C-contiguous, one float dtype; b1 (k,), b2 (m,).
     ``nchunks`` and ``block`` override ``plan`` (tests use them to force a path).
+    ``classes``: an (N,) int64 array to receive each row's predicted class.
     """
     N, d = X.shape
     k, m = W2.shape
-    loss, g = _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, True)
+    loss, g = _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, True, classes)
     i, j, l = d * k, d * k + k, d * k + k + k * m
     return loss / N, [g[:i].reshape(d, k), g[i:j], g[j:l].reshape(k, m), g[l:]]
 

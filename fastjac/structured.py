@@ -268,7 +268,7 @@ def nn_loss_gradient_closure(X, Y):
     return df
 
 
-def nn_loss_and_gradient_closure(X, Y):
+def nn_loss_and_gradient_closure(X, Y, *, classes=False):
     """``fg(var) -> (loss, [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)])`` in one fused pass.
 
     The values of ``nn_loss_closure`` and ``nn_loss_gradient_closure`` (to
@@ -276,7 +276,8 @@ def nn_loss_and_gradient_closure(X, Y):
     (``fastjac.fused``): no Jacobians, no (N, k) temporaries, BLAS on blocks,
     serial or threaded chosen from the sizes. Gradients keep the inputs'
     float dtype; repeated calls are bitwise identical for a fixed number of
-    Numba threads.
+    Numba threads. With ``classes=True``, ``fg`` returns a third value, each
+    row's predicted class (N,) int64 (``nn_predict``), from the same pass.
 
     See Also
     --------
@@ -286,8 +287,13 @@ def nn_loss_and_gradient_closure(X, Y):
     args = _repeated_network_args(X, Y)
 
     def fg(var):
-        loss, grad = fused.nn_loss_and_gradient(*args(var))
-        return float(loss), grad
+        a = args(var)
+        if not classes:
+            loss, grad = fused.nn_loss_and_gradient(*a)
+            return float(loss), grad
+        predicted = np.empty(a[0].shape[0], dtype=np.int64)
+        loss, grad = fused.nn_loss_and_gradient(*a, classes=predicted)
+        return float(loss), grad, predicted
 
     return fg
 
@@ -381,7 +387,9 @@ def nn_line_search_closure(X, Y):
             if i == 0:
                 raise no_step_error(max_iter, t, f0, fx)
             last_trials[0] = i
-            return LineSearchResult(update_blocks(x0, dx, t), fx, t, i + 1)
+            # update_blocks without its shape checks: armijo_setup made them
+            x = [xi + t * di for xi, di in zip(x0, dx)]
+            return LineSearchResult(x, fx, t, i + 1)
 
         def trial(t):
             x = update_blocks(x0, dx, t)

@@ -201,20 +201,26 @@ def _module(impl):
     return module
 
 
-def closures(module, X, Y):
+def closures(module, X, Y, classes=False):
     """``(fg, ls)``: loss-and-gradient and line search on (X, Y) from ``module``.
 
-    ``fg(var) -> (loss, grads)``; ``ls(x0, dx, df0, alpha, beta, max_iter)``
-    accepts the same steps as ``block_backtracking`` with ``module``'s loss.
+    ``fg(var) -> (loss, grads)`` (plus the predicted classes with ``classes``);
+    ``ls(x0, dx, df0, alpha, beta, max_iter, f0=None)`` accepts the same steps
+    as ``block_backtracking`` with ``module``'s loss.
     """
-    return module.nn_loss_and_gradient_closure(X, Y), module.nn_line_search_closure(X, Y)
+    return (module.nn_loss_and_gradient_closure(X, Y, classes=classes),
+            module.nn_line_search_closure(X, Y))
+
+
+def percent_correct(predicted, targets):
+    """The lecture's accuracy: percent of rows whose predicted class is the target."""
+    # The lecture's formula, kept so the printed %.1f rounds the same way.
+    return 100 * (1 - np.count_nonzero(predicted - targets) / len(targets))
 
 
 def accuracy(module, X, targets, var):
     """Percent of rows whose predicted class (``module.nn_predict``) is the target."""
-    predicted = module.nn_predict(X, var)
-    # The lecture's formula, kept so the printed %.1f rounds the same way.
-    return 100 * (1 - np.count_nonzero(predicted - targets) / X.shape[0])
+    return percent_correct(module.nn_predict(X, var), targets)
 
 
 def train(impl="structured", steps=100, hidden=20, train_rows=400, seed=1234,
@@ -283,22 +289,28 @@ def train(impl="structured", steps=100, hidden=20, train_rows=400, seed=1234,
 
     x = [module.random_matrix((NUM_FEATURES, hidden)), np.zeros((1, hidden)),
          module.random_matrix((hidden, NUM_LABELS)), np.zeros((1, NUM_LABELS))]
-    fg, ls = closures(module, X_train, Y_train)
+    fg, ls = closures(module, X_train, Y_train, classes=True)
     history = History(config)
 
     start = time.perf_counter()
     # exp(-z) overflows to inf for very negative z, and 1 / (1 + inf) = 0 is the
     # right logistic value: not worth a warning on every trial step.
     with np.errstate(over="ignore"):
+        loss, grad, _ = fg(x)
         for i in range(steps):
-            loss, grad = fg(x)
             # Bias gradients come back (k,) (the lecture's Db_affine); blocks must match x.
             grad = [np.reshape(g, xi.shape) for g, xi in zip(grad, x)]
             ngrad = module.negate_blocks(grad)
             result = ls(x, ngrad, grad, alpha=alpha, beta=beta, max_iter=max_iter, f0=loss)
             x, fval = result
-            record = Step(i, float(fval), float(module.block_norm(ngrad)),
-                          float(accuracy(module, X_train, t_train, x)),
+            norm = module.block_norm(ngrad)
+            # The next step's gradient pass also gives the accuracy printed for this one.
+            if i + 1 < steps:
+                loss, grad, predicted = fg(x)
+            else:
+                predicted = module.nn_predict(X_train, x)
+            record = Step(i, float(fval), float(norm),
+                          float(percent_correct(predicted, t_train)),
                           float(result.t), int(result.nfev))
             history.steps.append(record)
             if verbose:
