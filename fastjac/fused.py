@@ -250,23 +250,38 @@ def affine(X, W, b, out):
 
 
 @kernel
-def affine_T(X, W, b, outT):
-    """``outT = (X W + b)^T``: X (B, d), W (d, k), b (k,), outT (k, B)."""
-    k, B = outT.shape
+def line_products(X, W1, b1, dW1, db1, W, b, ZPT):
+    """``ZPT = [X W1 + b1 | X dW1 + db1]^T`` (2k, N), one GEMM; W (d, 2k), b (2k,) scratch."""
+    d, k = W1.shape
+    for i in range(d):
+        for j in range(k):
+            W[i, j] = W1[i, j]
+            W[i, k + j] = dW1[i, j]
     for j in range(k):
-        for a in range(B):
-            outT[j, a] = b[j]
-    gemm(True, True, 1.0, W, X, 1.0, outT)
+        b[j] = b1[j]
+        b[k + j] = db1[j]
+    N = X.shape[0]
+    for j in range(2 * k):
+        for a in range(N):
+            ZPT[j, a] = b[j]
+    gemm(True, True, 1.0, W, X, 1.0, ZPT)
 
 
 @kernel
-def affine_T_from(XT, WT, b, outT):
-    """``outT = (X W + b)^T`` from ``XT = X^T`` (d, B) and ``WT = W^T`` (k, d); outT (k, B)."""
-    k, B = outT.shape
+def line_products_T(XT, W1, b1, dW1, db1, WT, b, ZPT):
+    """``line_products`` from ``XT = X^T`` (d, N): no transposed operand in the GEMM; WT (2k, d) scratch."""
+    d, k = W1.shape
     for j in range(k):
-        for a in range(B):
-            outT[j, a] = b[j]
-    gemm(False, False, 1.0, WT, XT, 1.0, outT)
+        for i in range(d):
+            WT[j, i] = W1[i, j]
+            WT[k + j, i] = dW1[i, j]
+        b[j] = b1[j]
+        b[k + j] = db1[j]
+    N = XT.shape[1]
+    for j in range(2 * k):
+        for a in range(N):
+            ZPT[j, a] = b[j]
+    gemm(False, False, 1.0, WT, XT, 1.0, ZPT)
 
 
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
@@ -756,51 +771,61 @@ def precompute_line(N, d, k, m):
 class LineLoss:
     """The mean loss along ``x0 + t dx`` with the first layer's products done once.
 
-    ``ZPT = [X W1 + b1 | X dW1 + db1]^T`` (2k, N) is one GEMM at construction;
-    ``self(t, W2, b2)`` is then the mean cross-entropy with first-layer
-    pre-activation ``ZPT[:k] + t ZPT[k:]`` (transposed) and second-layer
-    blocks W2 (k, m), b2 (m,), costing O(N k m) instead of a new X W1
-    product; ``backtrack`` runs the whole Armijo loop in one kernel call.
+    ``ZPT = [X W1 + b1 | X dW1 + db1]^T`` (2k, N) is one GEMM (``move_to``
+    recomputes it for another line, reusing every buffer); ``self(t, W2, b2)``
+    is then the mean cross-entropy with first-layer pre-activation
+    ``ZPT[:k] + t ZPT[k:]`` (transposed) and second-layer blocks W2 (k, m),
+    b2 (m,), costing O(N k m) instead of a new X W1 product; ``backtrack``
+    runs the whole Armijo loop in one kernel call. ``XT``: X^T (d, N)
+    contiguous, if the caller keeps one (the GEMM is then 1.4x faster at N = 400).
     """
 
+    MAX_BATCH = 16  # trials per kernel pass at most (bounds the per-trial scratch)
+
     def __init__(self, X, Y, W1, b1, dW1, db1, *, XT=None, nchunks=None, block=None):
-        N = X.shape[0]
+        N, d = X.shape
         k = W1.shape[1]
         m = Y.shape[1]
-        self.Y = Y
+        self.X, self.XT, self.Y = X, XT, Y
         self.ZPT = np.empty((2 * k, N), dtype=X.dtype)
-        W, b = np.concatenate((W1, dW1), axis=1), np.concatenate((b1, db1))
-        if XT is None:
-            affine_T(X, W, b, self.ZPT)
-        else:  # X^T (d, N) contiguous: the GEMM without transposes, 1.4x faster at N = 400
-            affine_T_from(XT, np.ascontiguousarray(W.T), b, self.ZPT)
+        self.Wcat = np.empty((2 * k, d) if XT is not None else (d, 2 * k), dtype=X.dtype)
+        self.bcat = np.empty(2 * k, dtype=X.dtype)
         # no BLAS in a trial, so no wide case: rows chunked above the size threshold
         threads = 1 if N * (k + 4 * m) < LINE_PARALLEL_MIN_ELEMENTS else numba.get_num_threads()
         self.nchunks = min(threads, N) if nchunks is None else nchunks
         # no BLAS in a trial: blocks only bound the scratch
         self.block = max(1, min(BLOCK_ROWS, -(-N // self.nchunks))) if block is None else block
         self.work = np.empty((self.nchunks, self.block * (k + m + 4)), dtype=X.dtype)
+        size = self.MAX_BATCH
+        self.W2Ts = np.empty((size, m, k), dtype=X.dtype)
+        self.b2s = np.empty((size, m), dtype=X.dtype)
+        self.ts = np.empty(size)
+        self.out = np.empty((self.nchunks, size))
+        self.move_to(W1, b1, dW1, db1)
+
+    def move_to(self, W1, b1, dW1, db1):
+        """Put the line through first layer W1 (d, k), b1 (k,) along dW1, db1 (X's dtype)."""
+        if self.XT is None:
+            line_products(self.X, W1, b1, dW1, db1, self.Wcat, self.bcat, self.ZPT)
+        else:
+            line_products_T(self.XT, W1, b1, dW1, db1, self.Wcat, self.bcat, self.ZPT)
+        return self
 
     def __call__(self, t, W2, b2):
-        k, m = W2.shape
-        W2Ts = np.ascontiguousarray(W2.T).reshape(1, m, k)
-        out = np.empty((self.nchunks, 1))
-        ts = np.array([float(t)])
-        return float(trial_losses(self.ZPT, self.Y, W2Ts, b2.reshape(1, m), ts, 1, self.block,
-                                  self.work, out)[0])
+        self.ts[0] = t
+        self.W2Ts[0] = W2.T
+        self.b2s[0] = np.ravel(b2)
+        return float(trial_losses(self.ZPT, self.Y, self.W2Ts, self.b2s, self.ts, 1, self.block,
+                                  self.work, self.out)[0])
 
     def backtrack(self, W2, b2, dW2, db2, f0, delta, beta, max_iter, batch=1):
         """``(i, t, fx)`` of ``backtrack`` from x0's second layer W2 (k, m), b2 (m,) along
         dW2, db2 (all of ZPT's dtype, contiguous); ``i = 0`` if no step is accepted.
         ``batch``: trials in the first pass (a guess of the accepted i; any value gives
-        the same answer)."""
-        k, m = W2.shape
-        size = max(2, int(batch))
-        W2Ts = np.empty((size, m, k), dtype=W2.dtype)
-        b2s = np.empty((size, m), dtype=W2.dtype)
+        the same answer), at most ``MAX_BATCH``."""
         return backtrack(self.ZPT, self.Y, W2, b2, dW2, db2, float(f0), float(delta),
-                         float(beta), int(max_iter), size if batch > 1 else 1, self.block,
-                         self.work, W2Ts, b2s, np.empty(size), np.empty((self.nchunks, size)))
+                         float(beta), int(max_iter), max(1, min(int(batch), self.MAX_BATCH)),
+                         self.block, self.work, self.W2Ts, self.b2s, self.ts, self.out)
 
 
 def predict(X, W1, b1, W2, b2):

@@ -353,14 +353,19 @@ def nn_line_search_closure(X, Y):
 
     f = nn_loss_closure(X, Y)
     x_args, dx_args = _repeated_network_args(X, Y), _repeated_network_args(X, Y)
-    transposed = [None, None]  # (X as validated, X^T): X is fixed, so X^T is made once
     last_trials = [1]  # the previous search's accepted trial: the next one's first batch
+    cache = [None]  # (key, LineLoss): X and Y are fixed, so one LineLoss serves every call
 
-    def X_transposed(Xc):
-        if transposed[0] is not Xc:
-            small = Xc.size <= fused.LINESEARCH_MAX_HELD  # never a second copy of a large X
-            transposed[:] = Xc, np.ascontiguousarray(Xc.T) if small else None
-        return transposed[1]
+    def line_loss(Xc, Yc, W1, b1, dW1, db1):
+        key = (Xc, Yc, W1.shape, Yc.shape[1])  # Xc, Yc: the same objects while var keeps its layout
+        if cache[0] is not None and cache[0][0][0] is Xc and cache[0][0][1] is Yc \
+                and cache[0][0][2:] == key[2:]:
+            return cache[0][1].move_to(W1, b1, dW1, db1)
+        # X^T makes the GEMM 1.4x faster at N = 400; never a second copy of a large X
+        XT = np.ascontiguousarray(Xc.T) if Xc.size <= fused.LINESEARCH_MAX_HELD else None
+        line = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1, XT=XT)
+        cache[0] = (key, line)
+        return line
 
     def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None):
         delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
@@ -375,8 +380,7 @@ def nn_line_search_closure(X, Y):
         _, _, dW1, db1, dW2, db2 = dx_args(dx)
         dtype = np.result_type(W1, dW1)
         c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-        XT = X_transposed(Xc) if Xc.dtype == dtype else None
-        line = fused.LineLoss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1), XT=XT)
+        line = line_loss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1))
         if f0 is None:
             f0 = line(0.0, c(W2), c(b2))
         check_start(f0)
