@@ -396,3 +396,68 @@ def test_softmax_cross_entropy_matches_dense(B, m, rng):
     assert_allclose(G, ref_grad, rtol=1e-13, atol=1e-16 * np.abs(ref_grad).max(initial=1.0))
     if B > 1:
         assert_array_equal(G[:, 1::4], (Q[1::4] * 0).T)  # no label: zero gradient
+
+
+# ---------------------------------------------------------------- classes from the gradient pass
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,d,k,m", [(1, 3, 4, 2), (400, 30, 20, 2), (301, 5, 6, 12),
+                                     (150, 8, 70, 3), (60, 64, 64, 3)])
+def test_fg_classes_are_nn_predict(N, d, k, m, dtype, rng):
+    """fg(classes=True) returns fg's loss and gradient bitwise plus nn_predict's classes, on every plan."""
+    X, Y, var = standardized_problem(rng, N, d, k, m, dtype=dtype)
+    loss, grad = fastjac.nn_loss_and_gradient_closure(X, Y)(var)
+    loss_c, grad_c, classes = fastjac.nn_loss_and_gradient_closure(X, Y, classes=True)(var)
+    assert loss_c == loss and all(np.array_equal(a, b) for a, b in zip(grad_c, grad))
+    assert classes.dtype == np.int64 and classes.shape == (N,)
+    assert_array_equal(classes, structured.nn_predict(X, var))
+    assert_array_equal(classes, dense.nn_predict(X, var))
+    if N * k <= 8000:  # the dense Jacobians are (N, k, N, k)
+        _, _, classes_d = dense.nn_loss_and_gradient_closure(X, Y, classes=True)(var)
+        assert_array_equal(classes_d, classes)
+
+
+@pytest.mark.parametrize("nchunks", [1, 2])
+def test_fused_pass_classes_on_every_path(nchunks, rng):
+    """The fused pass's classes match np.argmax of the dense logits with chunks and odd blocks."""
+    X, Y, var = standardized_problem(rng, 333, 4, 5, 3)
+    args = structured._network_args(X, Y, var)
+    classes = np.full(333, -1, dtype=np.int64)
+    fused.nn_loss_and_gradient(*args, nchunks=nchunks, block=7, classes=classes)
+    W1, b1, W2, b2 = var
+    assert_array_equal(classes, np.argmax(dense.logit(X @ W1 + b1) @ W2 + b2, axis=1))
+
+
+# ---------------------------------------------------------------- one LineLoss per closure
+
+
+def test_line_search_closure_reuses_its_line_loss_safely(rng, monkeypatch):
+    """The closure's cached LineLoss moves to each new line: 5 searches equal fresh LineLoss ones,
+    and a change of dtype builds a new one."""
+    made = []
+    init = fused.LineLoss.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(args[0].dtype)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(fused.LineLoss, "__init__", spy)
+    X, Y, x = standardized_problem(rng, 120, 6, 5, 3)
+    ls = fastjac.nn_line_search_closure(X, Y)
+    f = structured.nn_loss_closure(X, Y)
+    for _ in range(5):
+        _, g = grad_blocks(X, Y, x)
+        dx = fastjac.negate_blocks(g)
+        res = ls(x, dx, g)
+        plain = block_backtracking(x, f, dx, g)
+        assert (res.t, res.nfev) == (plain.t, plain.nfev)
+        assert_allclose(res.fx, plain.fx, rtol=1e-13)
+        x = res.x
+    assert made == [np.float64]
+    x32 = [v.astype(np.float32) for v in x]
+    _, g32 = grad_blocks(X.astype(np.float32), Y.astype(np.float32), x32)
+    fastjac.nn_line_search_closure(X.astype(np.float32), Y.astype(np.float32))(
+        x32, fastjac.negate_blocks(g32), g32)
+    ls(x32, fastjac.negate_blocks(g32), g32)  # float32 blocks with float64 X: float64 again
+    assert made[1:] == [np.float32]  # the float64 closure reused its LineLoss for the converted blocks
