@@ -378,14 +378,13 @@ def nn_line_search_closure(X, Y):
             return armijo_backtrack(f(x0) if f0 is None else f0, delta, beta, max_iter, trial)
 
         _, _, dW1, db1, dW2, db2 = dx_args(dx)
-        dtype = np.result_type(W1, dW1)
-        c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-        line = line_loss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1))
-        if f0 is None:
-            f0 = line(0.0, c(W2), c(b2))
-        check_start(f0)
-        if all(type(v) is np.ndarray and v.dtype == dtype for v in (*x0, *dx)):
-            # update_blocks' rounding is the kernel's only with one dtype throughout
+        if all(type(v) is np.ndarray and v.dtype == Xc.dtype for v in (*x0, *dx)):
+            # One dtype throughout: the args are X's dtype and contiguous already, and
+            # update_blocks rounds x0 + t dx exactly as the kernel does.
+            line = line_loss(Xc, Yc, W1, b1, dW1, db1)
+            if f0 is None:
+                f0 = line(0.0, W2, b2)
+            check_start(f0)
             i, t, fx = line.backtrack(W2, b2, dW2, db2, f0, delta, beta, max_iter,
                                       batch=last_trials[0])
             if i == 0:
@@ -394,6 +393,13 @@ def nn_line_search_closure(X, Y):
             # update_blocks without its shape checks: armijo_setup made them
             x = [xi + t * di for xi, di in zip(x0, dx)]
             return LineSearchResult(x, fx, t, i + 1)
+
+        dtype = np.result_type(W1, dW1)
+        c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+        line = line_loss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1))
+        if f0 is None:
+            f0 = line(0.0, c(W2), c(b2))
+        check_start(f0)
 
         def trial(t):
             x = update_blocks(x0, dx, t)
