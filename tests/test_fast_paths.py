@@ -202,7 +202,7 @@ def line_for(X, Y, x0, dx, **kwargs):
     """The LineLoss nn_line_search_closure builds for x0, dx (same GEMM, X^T given)."""
     Xc, Yc, W1, b1, _, _ = structured._network_args(X, Y, x0)
     _, _, dW1, db1, _, _ = structured._network_args(X, Y, dx)
-    return fused.LineLoss(Xc, Yc, W1, b1, dW1, db1, XT=np.ascontiguousarray(Xc.T), **kwargs)
+    return fused.LineLoss(Xc, Yc, W1, b1, dW1, db1, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -461,3 +461,20 @@ def test_line_search_closure_reuses_its_line_loss_safely(rng, monkeypatch):
         x32, fastjac.negate_blocks(g32), g32)
     ls(x32, fastjac.negate_blocks(g32), g32)  # float32 blocks with float64 X: float64 again
     assert made[1:] == [np.float32]  # the float64 closure reused its LineLoss for the converted blocks
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_line_products_from_X_and_from_its_transpose_agree(dtype, rng, monkeypatch):
+    """LineLoss's two first-layer GEMMs ([X^T; 1] for small X, X itself for large) give the same ZPT."""
+    X, Y, (W1, b1, W2, b2), (dW1, db1, dW2, db2), _ = line_problem(rng, dtype, N=97, d=7, k=5, m=3)
+    small = fused.LineLoss(X, Y, W1, b1, dW1, db1)
+    monkeypatch.setattr(fused, "LINESEARCH_MAX_HELD", 0)
+    large = fused.LineLoss(X, Y, W1, b1, dW1, db1)
+    assert small.XT1 is not None and large.XT1 is None
+    exact = np.concatenate([X @ W1 + b1, X @ dW1 + db1], axis=1).T
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+    assert_allclose(small.ZPT, exact, rtol=tol, atol=tol * np.abs(exact).max())
+    assert_allclose(large.ZPT, exact, rtol=tol, atol=tol * np.abs(exact).max())
+    for t in [0.0, 0.5]:
+        assert_allclose(small(t, W2 + t * dW2, b2 + t * db2), large(t, W2 + t * dW2, b2 + t * db2),
+                        rtol=tol)
