@@ -299,7 +299,7 @@ def train(impl="structured", steps=100, hidden=20, train_rows=400, seed=1234,
         loss, grad, _ = fg(x)
         for i in range(steps):
             # Bias gradients come back (k,) (the lecture's Db_affine); blocks must match x.
-            grad = [np.reshape(g, xi.shape) for g, xi in zip(grad, x)]
+            grad = [g.reshape(xi.shape) for g, xi in zip(grad, x)]
             ngrad = module.negate_blocks(grad)
             result = ls(x, ngrad, grad, alpha=alpha, beta=beta, max_iter=max_iter, f0=loss)
             x, fval = result
