@@ -599,24 +599,6 @@ def trial_chunks(ZPT, Y, W2Ts, b2s, ts, K, block, work, out):
                    block, work[c], out[c])
 
 
-@kernel
-def trial_losses(ZPT, Y, W2Ts, b2s, ts, K, block, work, out):
-    """Mean loss at steps ``ts[:K]`` (a (K,) array): rows in ``len(work)`` chunks, in parallel
-    if more than one, each step's chunk sums added in chunk order."""
-    N = ZPT.shape[1]
-    if work.shape[0] == 1:
-        trial_rows(ZPT, Y, W2Ts, b2s, ts, K, 0, N, block, work[0], out[0])
-    else:
-        trial_chunks(ZPT, Y, W2Ts, b2s, ts, K, block, work, out)
-    fx = np.empty(K)
-    for q in range(K):
-        total = out[0, q]
-        for c in range(1, out.shape[0]):
-            total += out[c, q]
-        fx[q] = total / N
-    return fx
-
-
 # No fastmath: these must round exactly as the Python line search does.
 @kernel(fastmath=frozenset())
 def step_output_layer(W2, b2, dW2, db2, t, W2T, b2t):
@@ -634,7 +616,7 @@ def step_output_layer(W2, b2, dW2, db2, t, W2T, b2t):
             W2T[c, j] = W2[j, c] + tt * dW2[j, c]
 
 
-@kernel(fastmath=frozenset())
+@kernel(parallel=True, fastmath=frozenset())
 def backtrack(ZPT, Y, W2, b2, dW2, db2, f0, delta, beta, max_iter, batch, block, work,
               W2Ts, b2s, ts, out):
     """``armijo_backtrack`` on the line ``ZPT`` without leaving the kernel: ``(i, t, fx)``.
@@ -646,24 +628,35 @@ def backtrack(ZPT, Y, W2, b2, dW2, db2, f0, delta, beta, max_iter, batch, block,
     (then 2 at a time), in one pass over the rows per batch: a batch that
     overshoots the accepted trial wastes its later trials but not the
     answer, which is the same for any batch. Scratch: W2Ts (>= batch, m, k),
-    b2s (>= batch, m), ts (>= batch,), out (len(work), >= batch).
+    b2s (>= batch, m), ts (>= batch,), out (len(work), >= batch). The rows
+    run in ``len(work)`` contiguous chunks in parallel (the only ``prange``
+    here); each step's chunk sums are added in chunk order.
     """
+    N = ZPT.shape[1]
+    nchunks = work.shape[0]
     i = 1
     t = 1.0
     K = min(batch, max_iter)
+    fx = np.nan
     while True:
         for q in range(K):
             if q > 0:
                 t = beta * t
             ts[q] = t
             step_output_layer(W2, b2, dW2, db2, t, W2Ts[q], b2s[q])
-        fx = trial_losses(ZPT, Y, W2Ts, b2s, ts, K, block, work, out)
+        for c in prange(nchunks):
+            trial_rows(ZPT, Y, W2Ts, b2s, ts, K, c * N // nchunks, (c + 1) * N // nchunks,
+                       block, work[c], out[c])
         for q in range(K):
-            if np.isfinite(fx[q]) and fx[q] <= f0 + ts[q] * delta:
-                return i + q, ts[q], fx[q]
+            total = out[0, q]
+            for c in range(1, nchunks):
+                total += out[c, q]
+            fx = total / N
+            if np.isfinite(fx) and fx <= f0 + ts[q] * delta:
+                return i + q, ts[q], fx
         i += K
         if i > max_iter:
-            return 0, t, fx[K - 1]
+            return 0, t, fx
         t = beta * t
         K = min(2, max_iter - i + 1)
 
@@ -834,8 +827,12 @@ class LineLoss:
         self.ts[0] = t
         self.W2Ts[0] = W2.T
         self.b2s[0] = np.ravel(b2)
-        return float(trial_losses(self.ZPT, self.Y, self.W2Ts, self.b2s, self.ts, 1, self.block,
-                                  self.work, self.out)[0])
+        trial_chunks(self.ZPT, self.Y, self.W2Ts, self.b2s, self.ts, 1, self.block, self.work,
+                     self.out)
+        total = self.out[0, 0]
+        for c in range(1, self.nchunks):  # chunk order, as in backtrack
+            total += self.out[c, 0]
+        return float(total / self.ZPT.shape[1])
 
     def backtrack(self, W2, b2, dW2, db2, f0, delta, beta, max_iter, batch=1):
         """``(i, t, fx)`` of ``backtrack`` from x0's second layer W2 (k, m), b2 (m,) along
