@@ -83,9 +83,12 @@ def random_matrix(shape, sigma=0.1):
     return np.reshape(sigma * rd.randn(shape[0] * shape[1]), shape)
 
 
+_EPS64 = float(np.finfo(np.float64).eps)  # np.finfo costs microseconds per call
+
+
 def default_max_iter(beta):
     """Trials until ``beta**i`` falls below float64 epsilon: past that ``x0 + t dx`` is ``x0``."""
-    return math.ceil(math.log(np.finfo(np.float64).eps) / math.log(beta)) + 1
+    return math.ceil(math.log(_EPS64) / math.log(beta)) + 1
 
 
 def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
