@@ -8,7 +8,7 @@ jacobian is a structured object (``fastjac.jacobians``) holding O(N) data, and
 
 import numpy as np
 
-from fastjac import fused, fused_line, kernels
+from fastjac import fused, kernels
 from fastjac._validate import as_float, check_affine, check_bias, check_distributions
 from fastjac.chain import chain_rule  # noqa: F401
 from fastjac.jacobians import BlockDiagonal, Diagonal, KronIW, KronOneI, KronXI
@@ -335,7 +335,7 @@ def nn_line_search_closure(X, Y):
     Accepts the same step as ``block_backtracking(x0, nn_loss_closure(X, Y),
     dx, df0, alpha, beta, max_iter=max_iter, f0=f0)``, with the same errors
     and the same ``LineSearchResult`` (``x`` built by ``update_blocks``).
-    When it pays (``fastjac.fused_line.precompute_line``: d large, or N k small)
+    When it pays (``fastjac.fused.precompute_line``: d large, or N k small)
     the first layer along the line is ``Z1 + t P`` with ``Z1 = X W1 + b1``
     and ``P = X dW1 + db1`` computed once (2 N k values held during the
     call), so each trial costs O(N k m), and with all blocks in X's dtype
@@ -361,14 +361,14 @@ def nn_line_search_closure(X, Y):
         if cache[0] is not None and cache[0][0][0] is Xc and cache[0][0][1] is Yc \
                 and cache[0][0][2:] == key[2:]:
             return cache[0][1].move_to(W1, b1, dW1, db1)
-        line = fused_line.LineLoss(Xc, Yc, W1, b1, dW1, db1)
+        line = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1)
         cache[0] = (key, line)
         return line
 
     def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None):
         delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
         Xc, Yc, W1, b1, W2, b2 = x_args(x0)
-        if not fused_line.precompute_line(*Xc.shape, *W2.shape):
+        if not fused.precompute_line(*Xc.shape, *W2.shape):
             def trial(t):
                 x = update_blocks(x0, dx, t)
                 return x, f(x)

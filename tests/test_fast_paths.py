@@ -15,7 +15,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import fastjac
-from fastjac import dense, fused, fused_line, structured
+from fastjac import dense, fused, structured
 from fastjac._jit import kernel
 from fastjac.linesearch import block_backtracking, update_blocks
 from problems import standardized_problem
@@ -153,16 +153,16 @@ def test_block_backtracking_f0_saves_one_call(scale, rng):
 def ls_path(request, monkeypatch):
     """Force nn_line_search_closure's path; ``mixed`` passes float32 dx with float64 x0."""
     direct = request.param == "direct"
-    monkeypatch.setattr(fused_line, "LINESEARCH_MIN_INPUTS", 10**9 if direct else 0)
-    monkeypatch.setattr(fused_line, "LINESEARCH_MAX_HELD", 0 if direct else 10**12)
+    monkeypatch.setattr(fused, "LINESEARCH_MIN_INPUTS", 10**9 if direct else 0)
+    monkeypatch.setattr(fused, "LINESEARCH_MAX_HELD", 0 if direct else 10**12)
     calls = []
-    backtrack = fused_line.LineLoss.backtrack
+    backtrack = fused.LineLoss.backtrack
 
     def spy(self, *args, **kwargs):
         calls.append(args)
         return backtrack(self, *args, **kwargs)
 
-    monkeypatch.setattr(fused_line.LineLoss, "backtrack", spy)
+    monkeypatch.setattr(fused.LineLoss, "backtrack", spy)
     return request.param, calls
 
 
@@ -202,7 +202,7 @@ def line_for(X, Y, x0, dx, **kwargs):
     """The LineLoss nn_line_search_closure builds for x0, dx (same GEMM, X^T given)."""
     Xc, Yc, W1, b1, _, _ = structured._network_args(X, Y, x0)
     _, _, dW1, db1, _, _ = structured._network_args(X, Y, dx)
-    return fused_line.LineLoss(Xc, Yc, W1, b1, dW1, db1, **kwargs)
+    return fused.LineLoss(Xc, Yc, W1, b1, dW1, db1, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -210,8 +210,8 @@ def line_for(X, Y, x0, dx, **kwargs):
 def test_kernel_line_search_is_bitwise_update_blocks(N, d, k, m, dtype, rng, monkeypatch):
     """Kernel path: res.x is update_blocks(x0, dx, t) and LineLoss at res.x gives res.fx exactly."""
     calls = []
-    backtrack = fused_line.LineLoss.backtrack
-    monkeypatch.setattr(fused_line.LineLoss, "backtrack",
+    backtrack = fused.LineLoss.backtrack
+    monkeypatch.setattr(fused.LineLoss, "backtrack",
                         lambda self, *a, **kw: calls.append(a) or backtrack(self, *a, **kw))
     X, Y, x0 = standardized_problem(rng, N, d, k, m, dtype=dtype)
     _, g = grad_blocks(X, Y, x0)
@@ -239,7 +239,7 @@ def test_step_output_layer_rounds_as_update_blocks(dtype, rng):
     W2T, b2t = np.empty((m, k), dtype=dtype), np.empty(m, dtype=dtype)
     fused_once = []
     for t in [1.0, 0.8 ** 7, 0.1 ** 3, 1 / 3, 0.3]:
-        fused_line.step_output_layer(W2, b2, dW2, db2, t, W2T, b2t)
+        fused.step_output_layer(W2, b2, dW2, db2, t, W2T, b2t)
         assert_array_equal(W2T, (W2 + t * dW2).T)
         assert_array_equal(b2t, b2 + t * db2)
         L = np.longdouble  # one rounding of the exact x + t dx: what an FMA would give
@@ -277,7 +277,7 @@ def test_kernel_backtrack_equals_python_loop(nchunks, block, dtype, rng):
     trials = []
     for scale in [1.0, 40.0]:
         sW1, sb1, sW2, sb2 = (scale * a for a in (dW1, db1, dW2, db2))
-        line = fused_line.LineLoss(X, Y, W1, b1, sW1, sb1, nchunks=nchunks, block=block)
+        line = fused.LineLoss(X, Y, W1, b1, sW1, sb1, nchunks=nchunks, block=block)
         assert line.nchunks == nchunks and line.block == block
         f0 = line(0.0, W2, b2)
         for alpha, beta in [(0.1, 0.5), (0.3, 0.8), (1e-4, 0.1)]:
@@ -297,7 +297,7 @@ def test_kernel_backtrack_failure_returns_zero(nchunks, rng):
     """With max_iter=1 and a huge direction the kernel returns i == 0 and the trial's fx."""
     X, Y, (W1, b1, W2, b2), (dW1, db1, dW2, db2), slope = line_problem(rng, np.float64)
     s = 1e6
-    line = fused_line.LineLoss(X, Y, W1, b1, s * dW1, s * db1, nchunks=nchunks)
+    line = fused.LineLoss(X, Y, W1, b1, s * dW1, s * db1, nchunks=nchunks)
     f0 = line(0.0, W2, b2)
     args = (W2, b2, s * dW2, s * db2, f0, 0.1 * s * slope, 0.5)
     i, t, fx = line.backtrack(*args, 1)
@@ -330,24 +330,24 @@ def test_kernel_failure_reports_the_last_trial_step(rng):
 def test_trial_chunks_equal_trial_rows(N, k, m, nchunks, rng):
     """trial_chunks over 2 or 3 row chunks gives trial_rows over all rows (rtol 1e-13), for K steps at once."""
     X, Y, (W1, b1, W2, b2), (dW1, db1, dW2, db2), _ = line_problem(rng, np.float64, N, 5, k, m)
-    ZPT = fused_line.LineLoss(X, Y, W1, b1, dW1, db1).ZPT
+    ZPT = fused.LineLoss(X, Y, W1, b1, dW1, db1).ZPT
     ts = np.array([0.0, 1.0, 0.3])
     W2Ts = np.stack([np.ascontiguousarray((W2 + t * dW2).T) for t in ts])
     b2s = np.stack([b2 + t * db2 for t in ts])
     for block in [5, 64]:
         size = block * (k + m + 4)
         rows, half, rest = np.empty(3), np.empty(3), np.empty(3)
-        fused_line.trial_rows(ZPT, Y, W2Ts, b2s, ts, 3, 0, N, block, np.empty(size), rows)
+        fused.trial_rows(ZPT, Y, W2Ts, b2s, ts, 3, 0, N, block, np.empty(size), rows)
         chunks = np.empty((nchunks, 3))
-        fused_line.trial_chunks(ZPT, Y, W2Ts, b2s, ts, 3, block, np.empty((nchunks, size)), chunks)
+        fused.trial_chunks(ZPT, Y, W2Ts, b2s, ts, 3, block, np.empty((nchunks, size)), chunks)
         assert_allclose(chunks.sum(axis=0), rows, rtol=1e-13)
-        fused_line.trial_rows(ZPT, Y, W2Ts, b2s, ts, 3, 0, N // 2, block, np.empty(size), half)
-        fused_line.trial_rows(ZPT, Y, W2Ts, b2s, ts, 3, N // 2, N, block, np.empty(size), rest)
+        fused.trial_rows(ZPT, Y, W2Ts, b2s, ts, 3, 0, N // 2, block, np.empty(size), half)
+        fused.trial_rows(ZPT, Y, W2Ts, b2s, ts, 3, N // 2, N, block, np.empty(size), rest)
         assert_allclose(half + rest, rows, rtol=1e-13)
         assert np.all((0 < half) & (half < rows))
         for q in range(3):  # one step at a time gives the same bits as three at once
             one = np.empty(1)
-            fused_line.trial_rows(ZPT, Y, W2Ts[q:q + 1], b2s[q:q + 1], ts[q:q + 1], 1, 0, N, block,
+            fused.trial_rows(ZPT, Y, W2Ts[q:q + 1], b2s[q:q + 1], ts[q:q + 1], 1, 0, N, block,
                              np.empty(size), one)
             assert one[0] == rows[q]
 
@@ -358,7 +358,7 @@ def test_line_loss_matches_nn_loss_wide_m_and_k1(N, d, k, m, nchunks, block, rng
     """LineLoss(t, W2, b2) equals nn_loss at [W1 + t dW1, b1 + t db1, W2, b2] (rtol 1e-12), m > 8 or k = 1."""
     X, Y, (W1, b1, W2, b2), (dW1, db1, _, _), _ = line_problem(rng, np.float64, N, d, k, m)
     f = structured.nn_loss_closure(X, Y)
-    line = fused_line.LineLoss(X, Y, W1, b1, dW1, db1, nchunks=nchunks, block=block)
+    line = fused.LineLoss(X, Y, W1, b1, dW1, db1, nchunks=nchunks, block=block)
     values = []
     for t in [0.0, 1.0, 0.25, 1e-3]:
         values.append(line(t, W2, b2))
@@ -436,13 +436,13 @@ def test_line_search_closure_reuses_its_line_loss_safely(rng, monkeypatch):
     """The closure's cached LineLoss moves to each new line: 5 searches equal fresh LineLoss ones,
     and a change of dtype builds a new one."""
     made = []
-    init = fused_line.LineLoss.__init__
+    init = fused.LineLoss.__init__
 
     def spy(self, *args, **kwargs):
         made.append(args[0].dtype)
         init(self, *args, **kwargs)
 
-    monkeypatch.setattr(fused_line.LineLoss, "__init__", spy)
+    monkeypatch.setattr(fused.LineLoss, "__init__", spy)
     X, Y, x = standardized_problem(rng, 120, 6, 5, 3)
     ls = fastjac.nn_line_search_closure(X, Y)
     f = structured.nn_loss_closure(X, Y)
@@ -467,9 +467,9 @@ def test_line_search_closure_reuses_its_line_loss_safely(rng, monkeypatch):
 def test_line_products_from_X_and_from_its_transpose_agree(dtype, rng, monkeypatch):
     """LineLoss's two first-layer GEMMs ([X^T; 1] for small X, X itself for large) give the same ZPT."""
     X, Y, (W1, b1, W2, b2), (dW1, db1, dW2, db2), _ = line_problem(rng, dtype, N=97, d=7, k=5, m=3)
-    small = fused_line.LineLoss(X, Y, W1, b1, dW1, db1)
-    monkeypatch.setattr(fused_line, "LINESEARCH_MAX_HELD", 0)
-    large = fused_line.LineLoss(X, Y, W1, b1, dW1, db1)
+    small = fused.LineLoss(X, Y, W1, b1, dW1, db1)
+    monkeypatch.setattr(fused, "LINESEARCH_MAX_HELD", 0)
+    large = fused.LineLoss(X, Y, W1, b1, dW1, db1)
     assert small.XT1 is not None and large.XT1 is None
     exact = np.concatenate([X @ W1 + b1, X @ dW1 + db1], axis=1).T
     tol = 1e-13 if dtype == np.float64 else 1e-5

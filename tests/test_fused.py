@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastjac
-from fastjac import dense, fused, fused_line, structured
+from fastjac import dense, fused, structured
 from fastjac.linesearch import LineSearchError, block_backtracking
 
 DTYPES = [np.float32, np.float64]
@@ -269,8 +269,8 @@ def as_var_shapes(grad, var):
 def line_path(request, monkeypatch):
     """Force the line search's path: Z1 + t P precomputed, or one fused loss per trial."""
     precomputed = request.param == "precomputed"
-    monkeypatch.setattr(fused_line, "LINESEARCH_MIN_INPUTS", 0 if precomputed else 10**9)
-    monkeypatch.setattr(fused_line, "LINESEARCH_MAX_HELD", 10**12 if precomputed else 0)
+    monkeypatch.setattr(fused, "LINESEARCH_MIN_INPUTS", 0 if precomputed else 10**9)
+    monkeypatch.setattr(fused, "LINESEARCH_MAX_HELD", 10**12 if precomputed else 0)
     return request.param
 
 
@@ -304,16 +304,16 @@ def test_line_loss_paths_agree(nchunks, block, rng):
     Xc, Yc, W1, b1, W2, b2 = fused_args(X, Y, var)
     dW1, db1 = rng.normal(size=W1.shape), rng.normal(size=b1.shape)
     f = structured.nn_loss_closure(X, Y)
-    line = fused_line.LineLoss(Xc, Yc, W1, b1, dW1, db1, nchunks=nchunks, block=block)
+    line = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1, nchunks=nchunks, block=block)
     for t in [0.0, 1.0, 0.25, 1e-3]:
         x = [W1 + t * dW1, b1 + t * db1, W2, b2]
         np.testing.assert_allclose(line(t, W2, b2), f(x), rtol=1e-12)
 
 
 def test_line_search_picks_its_path_from_the_sizes():
-    assert fused_line.precompute_line(400, 30, 20, 2)  # the lecture's: 16,000 values held
-    assert fused_line.precompute_line(40_000, 256, 512, 10)  # wide: skips X W1 in every trial
-    assert not fused_line.precompute_line(400_000, 30, 20, 2)  # 16 M values: a loss per trial
+    assert fused.precompute_line(400, 30, 20, 2)  # the lecture's: 16,000 values held
+    assert fused.precompute_line(40_000, 256, 512, 10)  # wide: skips X W1 in every trial
+    assert not fused.precompute_line(400_000, 30, 20, 2)  # 16 M values: a loss per trial
 
 
 def test_fused_line_search_fails_like_block_backtracking(rng, line_path):
