@@ -10,13 +10,13 @@
   the other tests leave out (m > 8, k = 1, zero and soft label rows).
 """
 
+import numba
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import fastjac
 from fastjac import dense, fused, structured
-from fastjac._jit import kernel
 from fastjac.linesearch import block_backtracking, update_blocks
 from problems import standardized_problem
 
@@ -24,7 +24,8 @@ DTYPES = [np.float32, np.float64]
 F64 = np.finfo(np.float64)
 
 
-@kernel
+# Not cached: Numba's disk cache would keep a stale copy of fused.log_pos after an edit.
+@numba.njit(fastmath={"contract"})
 def _log_all(x, out):
     for i in range(x.size):
         out[i] = fused.log_pos(x[i])
