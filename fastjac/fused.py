@@ -309,9 +309,19 @@ def flush_float32(e, like):
 
 
 @kernel
+def logistic_and_slope(z, like):
+    """``(s(z), s'(z))`` with ``e = exp(-|z|)``: ``s = 1 / (1 + e)`` or ``e / (1 + e)`` by
+    the sign of z, ``s' = e / (1 + e)^2``; neither overflows. ``like`` gives the dtype
+    (float32 flushes subnormals). Inlined: callers that drop ``s'`` do not compute it.
+    """
+    e = flush_float32(exp_nonpos(-abs(z)), like)
+    q = 1 / (1 + e)
+    return (q if z >= 0 else e * q), e * q * q
+
+
+@kernel
 def logistic_inplace(A, b):
-    """``A <- s(A + b)`` row by row, A (B, k), b (k,): ``e = exp(-|z|)``,
-    ``s(z) = 1 / (1 + e)`` or ``e / (1 + e)`` by the sign of z (never overflows).
+    """``A <- s(A + b)`` row by row, A (B, k), b (k,).
 
     Adding the bias here, after a GEMM with beta = 0, saves a pass writing b
     into every row before the GEMM (measured: 5-8% of a wide call).
@@ -320,15 +330,12 @@ def logistic_inplace(A, b):
     for r in range(B):
         a = A[r]
         for j in range(k):
-            z = a[j] + b[j]
-            e = flush_float32(exp_nonpos(-abs(z)), A)
-            q = 1 / (1 + e)
-            a[j] = q if z >= 0 else e * q
+            a[j] = logistic_and_slope(a[j] + b[j], A)[0]
 
 
 @kernel
 def logistic_slope(A, b, D):
-    """``A <- s(A + b)`` and ``D <- s'(A + b) = e / (1 + e)^2``; A, D (B, k), not overlapping.
+    """``A <- s(A + b)`` and ``D <- s'(A + b)``; A, D (B, k), not overlapping.
 
     A separate kernel from ``logistic_inplace``: with ``D`` possibly
     aliasing ``A``, LLVM would not vectorise either loop.
@@ -338,11 +345,7 @@ def logistic_slope(A, b, D):
         a = A[r]
         s = D[r]
         for j in range(k):
-            z = a[j] + b[j]
-            e = flush_float32(exp_nonpos(-abs(z)), A)
-            q = 1 / (1 + e)
-            a[j] = q if z >= 0 else e * q
-            s[j] = e * q * q
+            a[j], s[j] = logistic_and_slope(a[j] + b[j], A)
 
 
 @kernel
@@ -547,10 +550,7 @@ def logistic_line(ZPT, start, t, AT):
         p = ZPT[k + j, start:start + B]
         a = AT[j]
         for r in range(B):
-            z = z0[r] + t * p[r] if t != 0 else z0[r]
-            e = flush_float32(exp_nonpos(-abs(z)), AT)
-            q = 1 / (1 + e)
-            a[r] = q if z >= 0 else e * q
+            a[r] = logistic_and_slope(z0[r] + t * p[r] if t != 0 else z0[r], AT)[0]
 
 
 @kernel
