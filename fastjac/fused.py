@@ -806,7 +806,7 @@ class LineLoss:
         else:
             self.XT1 = None
             self.Wcat = np.empty((d, 2 * k), dtype=X.dtype)
-        self.bcat = np.empty(2 * k, dtype=X.dtype)
+            self.bcat = np.empty(2 * k, dtype=X.dtype)
         # no BLAS in a trial, so no wide case: rows chunked above the size threshold
         threads = 1 if N * (k + 4 * m) < LINE_PARALLEL_MIN_ELEMENTS else numba.get_num_threads()
         self.nchunks = min(threads, N) if nchunks is None else nchunks

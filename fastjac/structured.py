@@ -354,16 +354,15 @@ def nn_line_search_closure(X, Y):
     f = nn_loss_closure(X, Y)
     x_args, dx_args = _repeated_network_args(X, Y), _repeated_network_args(X, Y)
     last_trials = [1]  # the previous search's accepted trial: the next one's first batch
-    cache = [None]  # (key, LineLoss): X and Y are fixed, so one LineLoss serves every call
+    cache = [None]  # X and Y are fixed, so one LineLoss serves every call of the same layout
 
     def line_loss(Xc, Yc, W1, b1, dW1, db1):
-        key = (Xc, Yc, W1.shape, Yc.shape[1])  # Xc, Yc: the same objects while var keeps its layout
-        if cache[0] is not None and cache[0][0][0] is Xc and cache[0][0][1] is Yc \
-                and cache[0][0][2:] == key[2:]:
-            return cache[0][1].move_to(W1, b1, dW1, db1)
-        line = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1)
-        cache[0] = (key, line)
-        return line
+        line = cache[0]
+        if (line is not None and line.X is Xc and line.Y is Yc
+                and line.ZPT.shape[0] == 2 * W1.shape[1]):
+            return line.move_to(W1, b1, dW1, db1)
+        cache[0] = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1)
+        return cache[0]
 
     def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None):
         delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
@@ -376,13 +375,16 @@ def nn_line_search_closure(X, Y):
             return armijo_backtrack(f(x0) if f0 is None else f0, delta, beta, max_iter, trial)
 
         _, _, dW1, db1, dW2, db2 = dx_args(dx)
-        if all(type(v) is np.ndarray and v.dtype == Xc.dtype for v in (*x0, *dx)):
-            # One dtype throughout: the args are X's dtype and contiguous already, and
-            # update_blocks rounds x0 + t dx exactly as the kernel does.
-            line = line_loss(Xc, Yc, W1, b1, dW1, db1)
-            if f0 is None:
-                f0 = line(0.0, W2, b2)
-            check_start(f0)
+        # One dtype throughout: the args are X's dtype and contiguous already, and
+        # update_blocks rounds x0 + t dx exactly as the kernel does.
+        one_dtype = all(type(v) is np.ndarray and v.dtype == Xc.dtype for v in (*x0, *dx))
+        dtype = np.result_type(W1, dW1)
+        c = (lambda a: a) if one_dtype else (lambda a: np.ascontiguousarray(a, dtype=dtype))
+        line = line_loss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1))
+        if f0 is None:
+            f0 = line(0.0, c(W2), c(b2))
+        check_start(f0)
+        if one_dtype:
             i, t, fx = line.backtrack(W2, b2, dW2, db2, f0, delta, beta, max_iter,
                                       batch=last_trials[0])
             if i == 0:
@@ -391,13 +393,6 @@ def nn_line_search_closure(X, Y):
             # update_blocks without its shape checks: armijo_setup made them
             x = [xi + t * di for xi, di in zip(x0, dx)]
             return LineSearchResult(x, fx, t, i + 1)
-
-        dtype = np.result_type(W1, dW1)
-        c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-        line = line_loss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1))
-        if f0 is None:
-            f0 = line(0.0, c(W2), c(b2))
-        check_start(f0)
 
         def trial(t):
             x = update_blocks(x0, dx, t)
