@@ -2,20 +2,33 @@
 
 ``import fastjac`` gives the structured implementation's names at top level
 (``fastjac.chain_rule``, ``fastjac.Dlogit``, ...); ``fastjac.dense`` is the
-lecture's dense reference with the same names and signatures.
+lecture's dense reference with the same names and signatures. Structured
+Jacobians (``fastjac.Diagonal``, ...) are linear operators (``J @ v``,
+``J.T``, ``J.aslinearoperator()``); densifying any of them, or building the
+dense reference's tensors, is checked against one memory budget
+(``fastjac.set_dense_budget``, ``$FASTJAC_DENSE_BUDGET``, 4 GiB by default).
 """
 
-from fastjac import dense, structured  # noqa: F401
-from fastjac.jacobians import (  # noqa: F401
+from fastjac import dense, structured
+from fastjac.budget import (
+    DenseMemoryError,
+    dense_budget,
+    get_dense_budget,
+    set_dense_budget,
+)
+from fastjac.jacobians import (
     BlockDiagonal,
     Composed,
+    CrossEntropyGradient,
     Diagonal,
     Jacobian,
     KronIW,
     KronOneI,
     KronXI,
+    SoftmaxJacobian,
+    Transposed,
 )
-from fastjac.structured import (  # noqa: F401
+from fastjac.structured import (
     DQcross_entropy,
     DW_affine,
     DX_affine,
@@ -41,4 +54,21 @@ from fastjac.structured import (  # noqa: F401
     update_blocks,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
+
+__all__ = [
+    # modules
+    "dense", "structured",
+    # the lecture's names over structured Jacobians
+    "chain_rule", "DX_affine", "DW_affine", "Db_affine", "logit", "Dlogit", "softmax",
+    "matrix_softmax", "Dmatrix_softmax", "cross_entropy", "DQcross_entropy",
+    "nn_loss_closure", "nn_loss_gradient_closure", "nn_loss_and_gradient_closure",
+    "nn_line_search_closure", "nn_predict",
+    "block_backtracking", "block_norm", "negate_blocks", "update_blocks", "random_matrix",
+    "LineSearchError", "LineSearchResult",
+    # structured Jacobians
+    "Jacobian", "Diagonal", "BlockDiagonal", "SoftmaxJacobian", "KronIW", "KronXI", "KronOneI",
+    "CrossEntropyGradient", "Composed", "Transposed",
+    # the dense memory budget
+    "DenseMemoryError", "set_dense_budget", "get_dense_budget", "dense_budget",
+]

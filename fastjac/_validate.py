@@ -49,8 +49,8 @@ def check_affine(X, W, b, names=("X", "W", "b")):
     nX, nW, nb = names
     X, W = as_float(X, nX, 2), as_float(W, nW, 2)
     if W.shape[0] != X.shape[1]:
-        raise ValueError(f"{nX} @ {nW}: {nX} has shape {X.shape} but {nW} has shape {W.shape}; "
-                         f"{nW} needs {X.shape[1]} rows")
+        raise ValueError(f"{nX} has {X.shape[1]} columns (shape {X.shape}) but {nW} has shape "
+                         f"{W.shape}: {nX} @ {nW} needs {nX} with {W.shape[0]} columns")
     return X, W, check_bias(b, W, nb, nW)
 
 

@@ -10,20 +10,38 @@ Diagonal, Diagonal        Diagonal (product of the diagonals)
 BlockDiagonal, Diagonal   BlockDiagonal (columns of each block scaled)
 Diagonal, BlockDiagonal   BlockDiagonal (rows of each block scaled)
 BlockDiagonal, BlockDiag  BlockDiagonal (blockwise matrix products)
+CrossEntropyGradient,     ndarray ``(Q rowsum(P) - P) / N`` if the softmax
+SoftmaxJacobian           gave that Q; else the dense ``-P / Q / N`` product
+CrossEntropyGradient, J   ndarray ``J.vjp(-P / Q / N)`` (the lecture's)
 other structured pairs    Composed (lazy; contracts and densifies)
 ========================  ===============================================
 
-No path allocates an array larger than its inputs and result.
+No path allocates an array larger than its inputs and result; dense x dense
+checks its result against ``fastjac.budget`` first.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastjac import kernels
 from fastjac._validate import as_float, check_chain_axes
-from fastjac.jacobians import BlockDiagonal, Composed, Diagonal, Jacobian
+from fastjac.budget import check_dense
+from fastjac.jacobians import (
+    BlockDiagonal,
+    Composed,
+    CrossEntropyGradient,
+    Diagonal,
+    Jacobian,
+    SoftmaxJacobian,
+)
 
 
-def chain_rule(Dg, Df, var_shape):
+def chain_rule(Dg: ArrayLike | Jacobian, Df: ArrayLike | Jacobian, var_shape: Sequence[int]) -> Any:
     """Contract the Jacobians of g and f into the Jacobian of g o f.
 
     ``D(g o f)[i..., j...] = sum_k Dg[i..., k...] Df[k..., j...]`` over the last
@@ -37,7 +55,8 @@ def chain_rule(Dg, Df, var_shape):
 
     Returns
     -------
-    ndarray of shape (*batch, *in_f), or a Jacobian when both are structured.
+    ndarray of shape (*batch, *in_f), or a Jacobian when both are structured
+    (except a ``CrossEntropyGradient`` Dg, whose products are (N, m) ndarrays).
 
     Raises
     ------
@@ -70,12 +89,17 @@ def chain_rule(Dg, Df, var_shape):
         return Df.vjp(Dg)
     if g_struct:
         return Dg.jvp(Df)
+    check_dense(Dg.shape[:Dg.ndim - dim] + Df.shape[dim:], np.result_type(Dg, Df), "chain_rule")
     axes = (list(range(Dg.ndim - dim, Dg.ndim)), list(range(dim)))
     return np.tensordot(Dg, Df, axes=axes)
 
 
-def compose(outer, inner):
+def compose(outer: Jacobian, inner: Jacobian) -> Any:
     """``outer o inner`` for structured Jacobians: structured where the algebra closes."""
+    if isinstance(outer, CrossEntropyGradient):
+        if isinstance(inner, SoftmaxJacobian) and same_values(outer.Q, inner.q):
+            return outer.through_softmax()
+        return inner.vjp(outer.to_dense())
     if isinstance(outer, Diagonal) and isinstance(inner, Diagonal):
         return Diagonal(outer.values * inner.values)
     if isinstance(outer, BlockDiagonal) and isinstance(inner, Diagonal):
@@ -90,3 +114,8 @@ def compose(outer, inner):
         kernels.block_diagonal_product(A, B, out)
         return BlockDiagonal(out)
     return Composed(outer, inner)
+
+
+def same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """``a`` and ``b`` hold the same numbers (the same array, or equal shapes and values)."""
+    return a is b or (a.shape == b.shape and bool(np.array_equal(a, b)))

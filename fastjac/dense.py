@@ -13,7 +13,12 @@ Differences from the lecture's notebook (none changes a finite value):
 * ``matrix_softmax``/``Dmatrix_softmax`` shift each row by its maximum before
   ``exp``, so logits past ~709 give the right answer instead of NaN;
 * tensors keep the inputs' floating dtype (float32 stays float32; integers
-  become float64); the notebook always allocated float64.
+  become float64); the notebook always allocated float64;
+* every tensor builder (and ``chain_rule``'s result) is checked against the
+  dense memory budget (``fastjac.budget``) before it allocates: above it,
+  ``DenseMemoryError`` says the shape and the bytes instead of thrashing;
+* ``logit`` computes the same values without numpy's overflow warning
+  (``exp(-z) = inf`` gives the right limit 0).
 
 Kept on purpose (the lecture's quirks):
 
@@ -37,6 +42,7 @@ from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
     update_blocks,
 )
 from fastjac._validate import as_float, check_affine, check_chain_axes
+from fastjac import budget
 
 
 def chain_rule(Dg, Df, var_shape):
@@ -62,9 +68,17 @@ def chain_rule(Dg, Df, var_shape):
     """
     Dg, Df = np.asarray(Dg), np.asarray(Df)
     dim = check_chain_axes(Dg.shape, Df.shape, var_shape)
+    budget.check_dense(Dg.shape[:Dg.ndim - dim] + Df.shape[dim:], np.result_type(Dg, Df),
+                "fastjac.dense.chain_rule")
     Dg_axes = list(range(Dg.ndim - dim, Dg.ndim))
     Df_axes = list(range(dim))
     return np.tensordot(Dg, Df, axes=(Dg_axes, Df_axes))
+
+
+def _zeros(shape, dtype, name):
+    """``np.zeros(shape, dtype)`` once ``fastjac.budget`` allows it."""
+    budget.check_dense(shape, dtype, f"fastjac.dense.{name}")
+    return np.zeros(shape, dtype=dtype)
 
 
 def DX_affine(X, W, b):
@@ -78,7 +92,7 @@ def DX_affine(X, W, b):
     """
     X, W, b = check_affine(X, W, b)
     N = X.shape[0]
-    D = np.zeros((N, W.shape[1], N, X.shape[1]), dtype=np.result_type(X, W))
+    D = _zeros((N, W.shape[1], N, X.shape[1]), np.result_type(X, W), "DX_affine")
     rows = np.arange(N)
     D[rows, :, rows, :] = W.T
     return D, X.shape
@@ -95,7 +109,7 @@ def DW_affine(X, W, b):
     """
     X, W, b = check_affine(X, W, b)
     k = W.shape[1]
-    D = np.zeros((X.shape[0], k, W.shape[0], k), dtype=np.result_type(X, W))
+    D = _zeros((X.shape[0], k, W.shape[0], k), np.result_type(X, W), "DW_affine")
     cols = np.arange(k)
     D[:, cols, :, cols] = X
     return D, W.shape
@@ -115,15 +129,20 @@ def Db_affine(X, W, b):
     """
     X, W, b = check_affine(X, W, b)
     k = W.shape[1]
-    D = np.zeros((X.shape[0], k, k), dtype=np.result_type(X, W, b))
+    D = _zeros((X.shape[0], k, k), np.result_type(X, W, b), "Db_affine")
     cols = np.arange(k)
     D[:, cols, cols] = 1
     return D, (1, k)
 
 
 def logit(z):
-    """The logistic sigmoid (the lecture's ``logit``): ``1 / (1 + exp(-z))``, elementwise."""
-    return 1 / (1 + np.exp(-z))
+    """The logistic sigmoid (the lecture's ``logit``): ``1 / (1 + exp(-z))``, elementwise.
+
+    The lecture's formula; ``exp(-z)`` overflows to inf for z < -709 and
+    gives the right limit 0, so that overflow is not warned about.
+    """
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-z))
 
 
 def Dlogit(Z):
@@ -137,7 +156,7 @@ def Dlogit(Z):
     fastjac.structured.Dlogit
     """
     Z = as_float(Z, "Z", 2)
-    D = np.zeros(Z.shape + Z.shape, dtype=Z.dtype)
+    D = _zeros(Z.shape + Z.shape, Z.dtype, "Dlogit")
     A = logit(Z) * logit(-Z)
     n = Z.size
     D.reshape(n, n)[np.arange(n), np.arange(n)] = A.ravel()
@@ -169,8 +188,8 @@ def Dmatrix_softmax(Z):
     """
     Z = as_float(Z, "Z", 2)
     N, m = Z.shape
+    D = _zeros((N, m, N, m), Z.dtype, "Dmatrix_softmax")
     v = matrix_softmax(Z)
-    D = np.zeros((N, m, N, m), dtype=Z.dtype)
     rows = np.arange(N)
     blocks = -v[:, :, None] * v[:, None, :]
     blocks[:, np.arange(m), np.arange(m)] += v
@@ -214,7 +233,8 @@ def nn_loss_gradient_closure(X, Y):
     """``df(var) -> [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)]`` by dense chain rule.
 
     The lecture's gradient code, step by step (bias gradients are (k,), see
-    ``Db_affine``).
+    ``Db_affine``), after one check that its tensors together fit the dense
+    budget (``fastjac.budget``): over it, ``DenseMemoryError`` before any is built.
 
     See Also
     --------
@@ -222,6 +242,7 @@ def nn_loss_gradient_closure(X, Y):
     """
 
     def df(var):
+        _check_gradient_memory(X, Y, var)
         # Activation of first layer
         Z1 = (X @ var[0]) + var[1]
         X2 = logit(Z1)
@@ -257,6 +278,13 @@ def nn_loss_gradient_closure(X, Y):
         return [W1grad, b1grad, W2grad, b2grad]
 
     return df
+
+
+def _check_gradient_memory(X, Y, var):
+    """``DenseMemoryError`` if the lecture's gradient tensors at these shapes exceed the budget."""
+    (N, d), (k, m) = np.shape(X), np.shape(var[2])
+    dtype = np.result_type(*(np.asarray(a).dtype for a in (X, Y, *var)), np.float32)
+    budget.check_dense_gradient(N, d, k, m, dtype, "fastjac.dense.nn_loss_gradient_closure")
 
 
 def nn_predict(X, var):

@@ -117,6 +117,19 @@ def ones_kron_vjp(G, out):
                 out[b, j] += G[b, a, j]
 
 
+@kernel
+def softmax_vjp(G, q, out):
+    """out[b, a] = q[a] o G[b, a] - (G[b, a] . q[a]) q[a]; G, out (B, N, m), q (N, m)."""
+    B, N, m = G.shape
+    for b in range(B):
+        for a in range(N):
+            s = 0.0
+            for i in range(m):
+                s += G[b, a, i] * q[a, i]
+            for i in range(m):
+                out[b, a, i] = q[a, i] * (G[b, a, i] - s)
+
+
 # --- structured Jacobians times dense tensors (chain_rule(J, dense)) ----------
 
 @kernel
@@ -141,6 +154,19 @@ def block_diagonal_jvp(blocks, F, out):
                 c = blocks[a, i, j]
                 for r in range(R):
                     out[a, i, r] += c * F[a, j, r]
+
+
+@kernel
+def softmax_jvp(q, F, out):
+    """out[a, :, r] = q[a] o F[a, :, r] - (q[a] . F[a, :, r]) q[a]; q (N, m), F, out (N, m, R)."""
+    N, m, R = F.shape
+    for a in range(N):
+        for r in range(R):
+            s = 0.0
+            for j in range(m):
+                s += q[a, j] * F[a, j, r]
+            for i in range(m):
+                out[a, i, r] = q[a, i] * (F[a, i, r] - s)
 
 
 @kernel

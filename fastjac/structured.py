@@ -11,7 +11,14 @@ import numpy as np
 from fastjac import fused, kernels
 from fastjac._validate import as_float, check_affine, check_bias, check_distributions
 from fastjac.chain import chain_rule  # noqa: F401
-from fastjac.jacobians import BlockDiagonal, Diagonal, KronIW, KronOneI, KronXI
+from fastjac.jacobians import (
+    CrossEntropyGradient,
+    Diagonal,
+    KronIW,
+    KronOneI,
+    KronXI,
+    SoftmaxJacobian,
+)
 from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
     LineSearchError,
     LineSearchResult,
@@ -116,18 +123,17 @@ def matrix_softmax(Z):
 
 
 def Dmatrix_softmax(Z):
-    """Jacobian of the row-wise softmax: ``BlockDiagonal`` of ``diag(v) - v v^T`` per row.
+    """Jacobian of the row-wise softmax: ``SoftmaxJacobian``, the ``BlockDiagonal`` of
+    ``diag(v) - v v^T`` per row, storing only ``v = matrix_softmax(Z)``.
 
-    Z (N, m) -> blocks (N, m, m), dense shape (N, m, N, m); returns ``(J, Z.shape)``.
+    Z (N, m) -> stores v (N, m), dense shape (N, m, N, m); returns ``(J, Z.shape)``.
 
     See Also
     --------
     fastjac.dense.Dmatrix_softmax
     """
     V = matrix_softmax(Z)
-    blocks = np.empty(V.shape + V.shape[1:], dtype=V.dtype)
-    kernels.softmax_blocks(V, blocks)
-    return BlockDiagonal(blocks), V.shape
+    return SoftmaxJacobian(V), V.shape
 
 
 def cross_entropy(P, Q):
@@ -142,16 +148,18 @@ def cross_entropy(P, Q):
 
 
 def DQcross_entropy(P, Q):
-    """Jacobian of ``cross_entropy(P, Q)`` in Q: the dense (N, m) array ``-P / Q / N``.
+    """Jacobian of ``cross_entropy(P, Q)`` in Q: ``CrossEntropyGradient``, storing P and Q.
 
-    It is already O(N), so it stays an ndarray. Returns ``(D, Q.shape)``.
+    Dense (N, m): ``-P / Q / N``. ``chain_rule`` of it with ``Dmatrix_softmax``
+    of the logits that gave Q is ``(Q rowsum(P) - P) / N``, finite whenever the
+    logits are (``-P / Q`` overflows once Q underflows). Returns ``(D, Q.shape)``.
 
     See Also
     --------
     fastjac.dense.DQcross_entropy
     """
     P, Q = check_distributions(P, Q)
-    return -P * (1 / Q) / P.shape[0], Q.shape
+    return CrossEntropyGradient(P, Q), Q.shape
 
 
 def _network_args(X, Y, var):

@@ -11,8 +11,6 @@ memory grows as N^2 k^2 and is checked against a budget before the run.
 """
 
 import math
-import os
-import re
 import sys
 import time
 import warnings
@@ -20,6 +18,17 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fastjac.budget import (  # noqa: F401  (re-exported: the train API's names too)
+    BUDGET_ENV,
+    DEFAULT_DENSE_BUDGET,
+    DenseMemoryError,
+    dense_gradient_bytes,
+    dense_tensor_shapes,
+    format_bytes,
+    get_dense_budget,
+    parse_size,
+)
+from fastjac import budget
 from fastjac.data import NUM_EXAMPLES, NUM_FEATURES, NUM_LABELS, load_breast_cancer_data
 from fastjac.data import standardize as standardize_columns
 
@@ -29,14 +38,8 @@ STEP_FORMAT = ("Step: %d, Avg Cross Entropy: %f, Gradient Norm: %f, "
                "Training Accuracy: %.1f percent")
 FINAL_FORMAT = "Final test accuracy: %.1f percent"
 
-BUDGET_ENV = "FASTJAC_DENSE_BUDGET"
-DEFAULT_DENSE_BUDGET = 4 * 2**30
 # Below this the dense run is quick and quiet; above it, say what it will take.
 DENSE_WARN_BYTES = 100 * 10**6
-
-
-class DenseMemoryError(MemoryError):
-    """The dense reference's tensors would exceed the memory budget."""
 
 
 class DenseMemoryWarning(UserWarning):
@@ -45,64 +48,10 @@ class DenseMemoryWarning(UserWarning):
 
 # ---------------------------------------------------------------- memory of the dense run
 
-def dense_tensor_shapes(N, d, k, m=NUM_LABELS):
-    """Shapes of the dense Jacobians one dense gradient evaluation holds at once.
-
-    They are all locals of the lecture's ``df`` until it returns, so the peak
-    is their sum; ``Dlogit`` (N, k, N, k) dominates.
-    """
-    return {
-        "Dlogit(Z1)": (N, k, N, k),
-        "DX_affine(X2, W2, b2)": (N, m, N, k),
-        "DW_affine(X, W1, b1)": (N, k, d, k),
-        "Dmatrix_softmax(Z2)": (N, m, N, m),
-        "Db_affine(X, W1, b1)": (N, k, k),
-        "DW_affine(X2, W2, b2)": (N, m, k, m),
-        "Db_affine(X2, W2, b2)": (N, m, m),
-    }
-
-
-def dense_gradient_bytes(N, d, k, m=NUM_LABELS, itemsize=8):
-    """Peak bytes of the dense tensors in one dense gradient: the sum of ``dense_tensor_shapes``."""
-    return itemsize * sum(math.prod(s) for s in dense_tensor_shapes(N, d, k, m).values())
-
-
-def format_bytes(n):
-    """``1.5 GiB``-style rendering of a byte count."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kib": 2**10, "kb": 10**3, "m": 2**20, "mib": 2**20,
-          "mb": 10**6, "g": 2**30, "gib": 2**30, "gb": 10**9, "t": 2**40, "tib": 2**40,
-          "tb": 10**12}
-
-
-def parse_size(text):
-    """Bytes from ``"4GiB"``, ``"500MB"``, ``"2g"`` or ``"123456"``.
-
-    KiB/MiB/GiB/TiB and bare K/M/G/T are powers of 1024; kB/MB/GB/TB of 1000.
-    """
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a memory size: {text!r} (examples: 4GiB, 500MB, 2g, 123456)")
-    value = float(match.group(1)) * _UNITS[match.group(2).lower()]
-    if not 0 < value < math.inf:
-        raise ValueError(f"memory size must be positive and finite, got {text!r}")
-    return int(value)
-
-
 def default_dense_budget():
-    """``$FASTJAC_DENSE_BUDGET`` (e.g. ``8GiB``) or 4 GiB."""
-    env = os.environ.get(BUDGET_ENV)
-    if env:
-        try:
-            return parse_size(env)
-        except ValueError as exc:
-            raise ValueError(f"${BUDGET_ENV}: {exc}") from None
-    return DEFAULT_DENSE_BUDGET
+    """The dense budget (``fastjac.budget.get_dense_budget``): ``fastjac.set_dense_budget``'s,
+    else ``$FASTJAC_DENSE_BUDGET`` (e.g. ``8GiB``), else 4 GiB."""
+    return get_dense_budget()
 
 
 def check_dense_memory(train_rows, hidden, budget=None, dims=NUM_FEATURES):
@@ -250,7 +199,8 @@ def train(impl="structured", steps=100, hidden=20, train_rows=400, seed=1234,
     max_iter : int, optional
         Most trial steps per line search (default: ``block_backtracking``'s).
     dense_budget : int, optional
-        Bytes allowed for the dense tensors (default ``$FASTJAC_DENSE_BUDGET`` or 4 GiB).
+        Bytes allowed for the dense tensors (default: ``fastjac.set_dense_budget``'s,
+        ``$FASTJAC_DENSE_BUDGET`` or 4 GiB); in force for the whole run.
     verbose : bool
         Print the lecture's lines to ``file`` (default ``sys.stdout``).
     callback : callable, optional
@@ -295,7 +245,7 @@ def train(impl="structured", steps=100, hidden=20, train_rows=400, seed=1234,
     start = time.perf_counter()
     # exp(-z) overflows to inf for very negative z, and 1 / (1 + inf) = 0 is the
     # right logistic value: not worth a warning on every trial step.
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"), budget.dense_budget(dense_budget):
         loss, grad, _ = fg(x)
         for i in range(steps):
             # Bias gradients come back (k,) (the lecture's Db_affine); blocks must match x.

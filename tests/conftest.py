@@ -127,6 +127,17 @@ def assert_close_fixture():
     return assert_close
 
 
+@pytest.fixture(autouse=True)
+def default_dense_budget(monkeypatch):
+    """Every test starts from the default 4 GiB dense budget (no ``$FASTJAC_DENSE_BUDGET``,
+    no ``set_dense_budget``) and leaves it so: the budget is process-wide state."""
+    import fastjac.budget
+
+    monkeypatch.delenv("FASTJAC_DENSE_BUDGET", raising=False)
+    monkeypatch.setattr(fastjac.budget, "_budget", None)
+    yield
+
+
 @pytest.fixture
 def rng(request):
     """A numpy Generator seeded from the test's id: reproducible, different per test."""

@@ -69,9 +69,15 @@ def test_the_lecture_names_are_all_public():
     assert LECTURE_NAMES == {n for n, o in vars(lecture).items() if inspect.isfunction(o)}
 
 
+def call_signature(fn):
+    """Names, kinds and defaults of ``fn``'s parameters: what a call depends on (type hints
+    may differ: structured functions take and return structured Jacobians too)."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
 @pytest.mark.parametrize("name", sorted(public_functions(dense) | public_functions(structured)))
 def test_identical_signatures(name):
-    assert inspect.signature(getattr(dense, name)) == inspect.signature(getattr(structured, name))
+    assert call_signature(getattr(dense, name)) == call_signature(getattr(structured, name))
 
 
 @pytest.mark.parametrize("name", sorted(LECTURE_NAMES))
@@ -98,3 +104,20 @@ def test_top_level_exposes_dense():
     assert fastjac.structured is structured
     for name in LECTURE_NAMES:
         assert callable(getattr(fastjac.dense, name))
+
+
+def code_lines(fn):
+    """The statements of ``fn``'s nested ``df``, stripped, without blanks and comments."""
+    source = inspect.getsource(fn)
+    body = source[source.index("def df(var):"):].splitlines()[1:]
+    lines = [ln.strip() for ln in body]
+    return [ln for ln in lines if ln and not ln.startswith("#") and ln != "return df"]
+
+
+@pytest.mark.parametrize("mod", [dense, structured])
+def test_the_gradient_code_is_the_lectures_line_for_line(mod):
+    """``nn_loss_gradient_closure`` runs the lecture's statements, in order, with only a
+    check in front (structured: the arguments; dense: the memory budget)."""
+    ours, theirs = code_lines(mod.nn_loss_gradient_closure), code_lines(lecture.nn_loss_gradient_closure)
+    assert len(ours) == len(theirs) + 1 and ours[1:] == theirs, ours[:1]
+    assert ours[0] in ("_network_args(X, Y, var)", "_check_gradient_memory(X, Y, var)")

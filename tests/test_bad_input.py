@@ -60,7 +60,7 @@ def test_network_mismatched_rows(rng):
 @pytest.mark.parametrize("name", AFFINE)
 def test_affine_mismatched_inner(mod, name, rng):
     X, _, (W, b, _, _) = problem(rng)
-    with pytest.raises(ValueError, match=r"X has shape \(7, 4\) but W has shape \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"X has 4 columns \(shape \(7, 4\)\) but W has shape \(3, 3\)"):
         getattr(mod, name)(X, W[:3], b)
     with pytest.raises(ValueError, match=r"b must have shape \(1, 3\) or \(3,\).*got \(1, 2\)"):
         getattr(mod, name)(X, W, b[:, :2])

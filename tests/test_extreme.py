@@ -5,11 +5,14 @@ on x86-64: exp() reaches e^11356, so even e^(1e4) is finite) with the naive
 textbook formulas, which need no stabilising tricks at that range.
 """
 
+import types
+
 import numpy as np
 import pytest
 
 import fastjac
 import lecture
+from fastjac import structured
 
 LD = np.longdouble
 pytestmark = pytest.mark.skipif(np.finfo(LD).maxexp < 16384,
@@ -47,6 +50,66 @@ def extreme_problem(scale, rng):
     W2 = rng.uniform(-1, 1, size=(k, m)) * 0.1 * scale / k
     b2 = np.linspace(-0.9, 0.9, m)[None, :] * scale  # logits past 709: e^z overflows float64
     return X, Y, [W1, b1, W2, b2]
+
+
+def lecture_gradient_with(module):
+    """The lecture's own ``nn_loss_gradient_closure`` (its code object, unchanged) with
+    ``module``'s functions: the chain-rule route, as a student runs it."""
+    fn = lecture.nn_loss_gradient_closure
+    return types.FunctionType(fn.__code__, vars(module), fn.__name__, fn.__defaults__)
+
+
+def gradient_routes(X, Y):
+    """name -> gradient function of var, for the three ways fastjac differentiates the network."""
+    fg = fastjac.nn_loss_and_gradient_closure(X, Y)
+    return {
+        "fused": lambda var: fg(var)[1],
+        "structured": fastjac.nn_loss_gradient_closure(X, Y),
+        "chain rule": lecture_gradient_with(structured)(X, Y),
+    }
+
+
+def assert_gradient_equals(grad, ref_grad, what):
+    assert all(np.isfinite(g).all() for g in grad), what
+    for g, r in zip(grad, ref_grad):
+        r = r.astype(np.float64)
+        # Entries may cancel (sums of +-q/N): measure error against the block's
+        # scale. Where s(z)s(-z) ~ e^-|z| underflows into subnormals (< 1e-300)
+        # float64 has no relative precision left, so allow that absolute floor.
+        np.testing.assert_allclose(np.reshape(g, r.shape), r, rtol=0,
+                                   atol=1e-12 * np.abs(r).max() + 1e-300, err_msg=what)
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e4])
+def test_every_route_is_finite_and_correct_at_extreme_logits(scale):
+    rng = np.random.default_rng(int(scale) + 1)
+    X, Y, var = extreme_problem(scale, rng)
+    _, ref_grad = reference(X, Y, var)
+    with np.errstate(all="ignore"):  # the lecture's own functions fail here
+        assert not all(np.isfinite(g).all()
+                       for g in lecture.nn_loss_gradient_closure(X, Y)(var))
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # no inf, no 0 * inf
+        for name, df in gradient_routes(X, Y).items():
+            assert_gradient_equals(df(var), ref_grad, f"{name} at scale {scale:g}")
+
+
+def test_every_route_at_the_issues_reproducer():
+    """Logits (0, 800): Q = (e^-800, 1), so -P / Q overflows; the true db2 is (-1, 1)."""
+    X, Y = np.ones((1, 1)), np.array([[1.0, 0.0]])
+    var = [np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 2)), np.array([[0.0, 800.0]])]
+    _, ref_grad = reference(X, Y, var)
+    np.testing.assert_allclose(ref_grad[3].astype(float), [-1.0, 1.0], rtol=1e-300)
+    for name, df in gradient_routes(X, Y).items():
+        grad = df(var)
+        assert_gradient_equals(grad, ref_grad, name)
+        assert np.array_equal(np.ravel(grad[3]), [-1.0, 1.0]), name
+    # with the weights scaled by 1e3, every block finite and right too
+    rng = np.random.default_rng(3)
+    X, Y, var = rng.normal(size=(20, 4)), np.eye(3)[rng.integers(0, 3, 20)], \
+        [1e3 * rng.normal(size=s) for s in [(4, 5), (1, 5), (5, 3), (1, 3)]]
+    _, ref_grad = reference(X, Y, var)
+    for name, df in gradient_routes(X, Y).items():
+        assert_gradient_equals(df(var), ref_grad, f"{name}, weights x 1e3")
 
 
 @pytest.mark.parametrize("scale", [1e3, 1e4])

@@ -16,7 +16,16 @@ from hypothesis import strategies as st
 
 import fastjac
 from fastjac import dense, structured
-from fastjac.jacobians import BlockDiagonal, Composed, Diagonal, KronIW, KronOneI, KronXI
+from fastjac.jacobians import (
+    BlockDiagonal,
+    Composed,
+    CrossEntropyGradient,
+    Diagonal,
+    KronIW,
+    KronOneI,
+    KronXI,
+    SoftmaxJacobian,
+)
 
 LAYOUTS = ("C", "F", "strided", "swapped", "reversed")
 DTYPES = (np.float32, np.float64)
@@ -35,7 +44,7 @@ EXPECTED = {
     "DW_affine": (KronXI, lambda N, d, k, m: ((N, k), (d, k), N * d)),
     "Db_affine": (KronOneI, lambda N, d, k, m: ((N, k), (k,), 0)),
     "Dlogit": (Diagonal, lambda N, d, k, m: ((N, k), (N, k), N * k)),
-    "Dmatrix_softmax": (BlockDiagonal, lambda N, d, k, m: ((N, m), (N, m), N * m * m)),
+    "Dmatrix_softmax": (SoftmaxJacobian, lambda N, d, k, m: ((N, m), (N, m), N * m)),
 }
 
 
@@ -109,9 +118,11 @@ def test_DQcross_entropy_equals_dense(dims, dtype, seed, layouts, relayout, tole
     G, shape = structured.DQcross_entropy(P, Q)
     R, dense_shape = dense.DQcross_entropy(P, Q)
     assert shape == dense_shape == (N, m)
-    assert isinstance(G, np.ndarray) and G.shape == R.shape == (N, m)
-    assert G.dtype == R.dtype == dtype
-    assert_close(G, R, tolerance(dtype))
+    assert isinstance(G, CrossEntropyGradient) and G.shape == R.shape == (N, m)
+    assert G.out_shape == () and G.in_shape == (N, m)
+    assert G.dtype == R.dtype == dtype and G.nbytes == P.nbytes + Q.nbytes
+    np.testing.assert_array_equal(G.to_dense(), R)  # the lecture's formula, the same operations
+    np.testing.assert_array_equal(np.asarray(G), R)
 
 
 @pytest.mark.parametrize("name", D_NAMES)
@@ -210,11 +221,34 @@ def test_nbytes_is_structure_not_dense(dtype, rng):
         "DX_affine": (structured.DX_affine(X, W, b)[0], d * k),
         "DW_affine": (structured.DW_affine(X, W, b)[0], N * d),
         "Db_affine": (structured.Db_affine(X, W, b)[0], 0),
-        "Dmatrix_softmax": (structured.Dmatrix_softmax(Z2)[0], N * m * m),
+        "Dmatrix_softmax": (structured.Dmatrix_softmax(Z2)[0], N * m),
     }
     for name, (J, items) in expected.items():
         assert J.nbytes == items * isz, name
         assert J.nbytes * 100 <= prod(J.shape) * isz, name
+
+
+def test_softmax_jacobian_stores_q_not_blocks():
+    """The issue's size: at N = 400,000, m = 10 the blocks would be 320 MB; q is 32 MB."""
+    N, m = 400_000, 10
+    Z = np.random.default_rng(0).standard_normal((N, m))
+    J, _ = structured.Dmatrix_softmax(Z)
+    assert isinstance(J, SoftmaxJacobian) and isinstance(J, BlockDiagonal)
+    assert J.nbytes == N * m * 8 < 40 * 10**6 < N * m * m * 8
+    assert J.T is J  # diag(q) - q q^T is symmetric
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_blocks_are_built_on_demand(dtype, rng):
+    Z = (3 * rng.standard_normal((5, 4))).astype(dtype)
+    J, _ = structured.Dmatrix_softmax(Z)
+    q = dense.matrix_softmax(Z)
+    B = J.blocks
+    assert B.shape == (5, 4, 4) and B.dtype == dtype and J.nbytes == q.nbytes
+    expected = np.stack([np.diag(v) - np.outer(v, v) for v in J.q])
+    np.testing.assert_array_equal(B, expected.astype(dtype))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        J.q = q
 
 
 # --- the forward functions the Jacobians are built from ---------------------------
@@ -285,3 +319,61 @@ def test_jacobians_are_frozen(rng):
 def test_top_level_exports_the_classes():
     for cls in (Diagonal, BlockDiagonal, KronIW, KronXI, KronOneI, Composed):
         assert getattr(fastjac, cls.__name__) is cls
+
+
+# --- the cross-entropy gradient through the softmax ---------------------------------
+
+@given(dims=dims_st, dtype=dtype_st, seed=seed_st, one_hot=st.booleans())
+@example(dims=(1, 1, 1, 1), dtype=np.float64, seed=0, one_hot=True)
+def test_cross_entropy_through_softmax_is_the_lectures_product(dims, dtype, seed, one_hot, tolerance,
+                                                               assert_close):
+    """chain_rule(DQcross_entropy(P, Q), Dmatrix_softmax(Z)) with Q = softmax(Z) is
+    ``(Q rowsum(P) - P) / N``: the lecture's ``-P / Q / N`` contracted with the blocks."""
+    N, _, _, m = dims
+    rng = np.random.default_rng(seed)
+    Z = (3 * rng.standard_normal((N, m))).astype(dtype)
+    P = (np.eye(m)[rng.integers(0, m, N)] if one_hot else rng.uniform(0, 1, (N, m))).astype(dtype)
+    Q = structured.matrix_softmax(Z)
+    D_Q, Qshape = structured.DQcross_entropy(P, Q)
+    D_Z, _ = structured.Dmatrix_softmax(Z)
+    got = structured.chain_rule(D_Q, D_Z, Qshape)
+    assert isinstance(got, np.ndarray) and got.shape == (N, m) and got.dtype == dtype
+    np.testing.assert_array_equal(got, (Q * P.sum(axis=1, keepdims=True) - P) / N)
+    # the dense route: -P / Q / N against diag(q) - q q^T, rounded in its own way; its
+    # error is ~eps (|P| / Q) q per term, so relative to the row sums of P / N
+    ref = dense.chain_rule(*dense.DQcross_entropy(P, Q)[:1], dense.Dmatrix_softmax(Z)[0], Qshape)
+    bound = np.repeat(P.astype(np.float64).sum(axis=1, keepdims=True), m, axis=1) / N
+    assert_close(got, ref, tolerance(dtype, n=m), bound)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_gradient_with_anything_else_is_the_lectures(dtype, rng):
+    """Another softmax's Jacobian, or another structure: the dense ``-P / Q / N``, contracted."""
+    N, m = 4, 3
+    P = np.eye(m, dtype=dtype)[rng.integers(0, m, N)]
+    Z, Z_other = (rng.standard_normal((2, N, m))).astype(dtype)
+    D_Q, Qshape = structured.DQcross_entropy(P, structured.matrix_softmax(Z))
+    dense_DQ = D_Q.to_dense()
+    for Df in (structured.Dmatrix_softmax(Z_other)[0], structured.Dlogit(Z)[0],
+               BlockDiagonal(rng.standard_normal((N, m, 2)).astype(dtype))):
+        got = structured.chain_rule(D_Q, Df, Qshape)
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_allclose(got, Df.vjp(dense_DQ), rtol=0, atol=0)
+    # with a dense Df, the lecture's tensordot of -P / Q / N
+    Df = dense.Dmatrix_softmax(Z)[0]
+    np.testing.assert_array_equal(structured.chain_rule(D_Q, Df, Qshape),
+                                  dense.chain_rule(dense_DQ, Df, Qshape))
+
+
+@pytest.mark.parametrize("gap", [720.0, 800.0])
+def test_cross_entropy_through_softmax_is_finite_where_q_underflows(gap):
+    """Logits (0, 720): q = (e^-720, 1), e^-720 subnormal, so -P / q overflows; at (0, 800)
+    q underflows to 0. The product through the softmax is exact in both."""
+    Z, P = np.array([[0.0, gap]]), np.array([[1.0, 0.0]])
+    Q = structured.matrix_softmax(Z)
+    assert Q[0, 0] < np.finfo(float).tiny and (Q[0, 0] > 0) == (gap < 745)
+    D_Q, Qshape = structured.DQcross_entropy(P, Q)
+    with np.errstate(over="ignore", divide="ignore"):
+        assert not np.isfinite(D_Q.to_dense()).all()  # the lecture's -P / Q / N
+    np.testing.assert_array_equal(structured.chain_rule(D_Q, structured.Dmatrix_softmax(Z)[0], Qshape),
+                                  [[Q[0, 0] - 1.0, 1.0]])

@@ -19,7 +19,17 @@ from hypothesis import strategies as st
 import fastjac
 from fastjac import dense, structured
 from fastjac.chain import compose
-from fastjac.jacobians import BlockDiagonal, Composed, Diagonal, KronIW, KronOneI, KronXI
+from fastjac.jacobians import (
+    BlockDiagonal,
+    Composed,
+    CrossEntropyGradient,
+    Diagonal,
+    KronIW,
+    KronOneI,
+    KronXI,
+    SoftmaxJacobian,
+    Transposed,
+)
 
 DTYPES = [np.float32, np.float64]
 # float64: a handful of roundings per entry; float32: sums of at most ~50
@@ -54,14 +64,19 @@ def structured_jacobians(rng, N, d, k, kind, dtype):
     Z = values(rng, kind, (N, k), dtype)
     J_logit, _ = structured.Dlogit(Z)
     J_soft, _ = structured.Dmatrix_softmax(Z)
+    P = np.eye(k, dtype=dtype)[rng.integers(0, k, N)]
+    Q = np.clip(J_soft.q, np.finfo(dtype).tiny, None)  # -P / Q stays finite
     return {
         "Diagonal": J_logit,
-        "BlockDiagonal": J_soft,
+        "SoftmaxJacobian": J_soft,
+        "BlockDiagonal": BlockDiagonal(values(rng, kind, (N, k, d), dtype)),
         "KronIW": structured.DX_affine(X, W, b)[0],
         "KronXI": structured.DW_affine(X, W, b)[0],
         "KronOneI": structured.Db_affine(X, W, b)[0],
         "Composed": compose(J_logit, structured.DX_affine(X, W, b)[0]),
         "BlockDiagonal o BlockDiagonal": compose(J_soft, J_soft),
+        "CrossEntropyGradient": structured.DQcross_entropy(P, Q)[0],
+        "Transposed": structured.Db_affine(X, W, b)[0].T,
     }
 
 
@@ -102,7 +117,13 @@ def test_adjoint_identity(dtype, N, d, k, kind, seed):
         lhs, rhs = np.vdot(Jv, u), np.vdot(v, JTu)
         # both sides sum the same products in different orders: compare to the
         # size of the sum of |terms|, not to the (possibly cancelling) result.
-        scale = abs(J.to_scipy()) @ np.abs(v.ravel().astype(np.float64))
+        S = abs(J.to_scipy())
+        if isinstance(J, SoftmaxJacobian):
+            # q_i (v_i - q . v) cancels when q is nearly one-hot: its rounding is
+            # ~eps q_i max|v| in row i, not eps |J| |v| (the entries q_i q_j are tiny)
+            q = J.q.astype(np.float64)
+            S = S + BlockDiagonal(np.repeat(q[:, :, None], q.shape[1], axis=2)).to_scipy()
+        scale = S @ np.abs(v.ravel().astype(np.float64))
         scale = np.vdot(scale, np.abs(u.ravel())) + np.finfo(dtype).tiny
         assert abs(lhs - rhs) <= 50 * np.finfo(dtype).eps * scale * np.sqrt(J.in_shape[-1]), name
 
@@ -134,4 +155,5 @@ def test_all_types_are_covered():
     """The property tests above exercise every structured Jacobian class."""
     made = structured_jacobians(np.random.default_rng(0), 2, 2, 2, "normal", np.float64)
     types = {type(J) for J in made.values()}
-    assert types == {Diagonal, BlockDiagonal, KronIW, KronXI, KronOneI, Composed}
+    assert types == {Diagonal, BlockDiagonal, SoftmaxJacobian, KronIW, KronXI, KronOneI, Composed,
+                     CrossEntropyGradient, Transposed}
