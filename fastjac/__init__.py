@@ -9,6 +9,8 @@ dense reference's tensors, is checked against one memory budget
 (``fastjac.set_dense_budget``, ``$FASTJAC_DENSE_BUDGET``, 4 GiB by default).
 """
 
+from __future__ import annotations
+
 from fastjac import dense, structured
 from fastjac.budget import (
     DenseMemoryError,

@@ -1,5 +1,7 @@
 """``python -m fastjac train``: see ``fastjac.cli``."""
 
+from __future__ import annotations
+
 import sys
 
 from fastjac.cli import main

@@ -15,6 +15,11 @@ development machine (2 cores, OpenBLAS 0.3.30 through scipy, Numba's OpenMP
 threading layer) as described next to it.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import numba
 
 FASTMATH = frozenset({"contract", "reassoc", "nsz", "arcp"})
@@ -75,10 +80,11 @@ LINESEARCH_MAX_HELD = 1 << 20
 LINE_PARALLEL_MIN_ELEMENTS = 5000
 
 
-def kernel(fn=None, *, parallel=False, fastmath=FASTMATH):
+def kernel(fn: Callable[..., Any] | None = None, *, parallel: bool = False,
+           fastmath: frozenset[str] = FASTMATH) -> Any:
     """Compile ``fn`` with fastjac's policy (``@kernel`` or ``@kernel(parallel=True)``)."""
 
-    def wrap(f):
+    def wrap(f: Callable[..., Any]) -> Any:
         return numba.njit(
             cache=True,
             error_model="numpy",

@@ -1,11 +1,16 @@
 """Input checks shared by the public functions: clear errors, never a Numba typing error."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 FLOATS = (np.float32, np.float64)
 
 
-def as_float(a, name, ndim=None):
+def as_float(a: ArrayLike, name: str, ndim: int | None = None) -> NDArray[np.floating]:
     """Return ``a`` as a float32/float64 ndarray (integers become float64).
 
     Raises ``TypeError`` for bool, complex, object, float16 and other dtypes and
@@ -23,7 +28,8 @@ def as_float(a, name, ndim=None):
     return a
 
 
-def check_chain_axes(g_shape, f_shape, var_shape):
+def check_chain_axes(g_shape: Iterable[int], f_shape: Iterable[int],
+                     var_shape: Sequence[int]) -> int:
     """Number of contracted axes, checking that Dg's last ones match Df's first ones."""
     try:
         dim = len(var_shape)
@@ -44,7 +50,9 @@ def check_chain_axes(g_shape, f_shape, var_shape):
     return dim
 
 
-def check_affine(X, W, b, names=("X", "W", "b")):
+def check_affine(
+    X: ArrayLike, W: ArrayLike, b: ArrayLike, names: tuple[str, str, str] = ("X", "W", "b")
+) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating]]:
     """Validate ``X @ W + b``: X (N, d), W (d, k), b (1, k) or (k,); return them as floats."""
     nX, nW, nb = names
     X, W = as_float(X, nX, 2), as_float(W, nW, 2)
@@ -54,7 +62,7 @@ def check_affine(X, W, b, names=("X", "W", "b")):
     return X, W, check_bias(b, W, nb, nW)
 
 
-def check_bias(b, W, nb="b", nW="W"):
+def check_bias(b: ArrayLike, W: np.ndarray, nb: str = "b", nW: str = "W") -> NDArray[np.floating]:
     """A bias of shape (1, k) (the lecture's) or (k,) for W (d, k)."""
     b = as_float(b, nb)
     if b.shape not in ((1, W.shape[1]), (W.shape[1],)):
@@ -63,7 +71,8 @@ def check_bias(b, W, nb="b", nW="W"):
     return b
 
 
-def check_distributions(P, Q):
+def check_distributions(P: ArrayLike,
+                        Q: ArrayLike) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """P (targets) and Q (predictions) as float arrays of one (N, m) shape."""
     P, Q = as_float(P, "P", 2), as_float(Q, "Q", 2)
     if P.shape != Q.shape:

@@ -67,27 +67,26 @@ def chain_rule(Dg: ArrayLike | Jacobian, Df: ArrayLike | Jacobian, var_shape: Se
     --------
     fastjac.dense.chain_rule : the dense reference (``np.tensordot``).
     """
-    g_struct, f_struct = isinstance(Dg, Jacobian), isinstance(Df, Jacobian)
-    if not g_struct:
+    if not isinstance(Dg, Jacobian):
         Dg = as_float(Dg, "Dg")
-    if not f_struct:
+    if not isinstance(Df, Jacobian):
         Df = as_float(Df, "Df")
     dim = check_chain_axes(Dg.shape, Df.shape, var_shape)
-    if g_struct and dim != len(Dg.in_shape):
+    if isinstance(Dg, Jacobian) and dim != len(Dg.in_shape):
         raise ValueError(
             f"chain_rule: var_shape {tuple(var_shape)} has {dim} axes but the structured Dg "
             f"{Dg.shape} has input shape {Dg.in_shape}; all of its input axes must be contracted"
         )
-    if f_struct and dim != len(Df.out_shape):
+    if isinstance(Df, Jacobian) and dim != len(Df.out_shape):
         raise ValueError(
             f"chain_rule: var_shape {tuple(var_shape)} has {dim} axes but the structured Df "
             f"{Df.shape} has output shape {Df.out_shape}; all of its output axes must be contracted"
         )
-    if g_struct and f_struct:
+    if isinstance(Dg, Jacobian) and isinstance(Df, Jacobian):
         return compose(Dg, Df)
-    if f_struct:
+    if isinstance(Df, Jacobian):
         return Df.vjp(Dg)
-    if g_struct:
+    if isinstance(Dg, Jacobian):
         return Dg.jvp(Df)
     check_dense(Dg.shape[:Dg.ndim - dim] + Df.shape[dim:], np.result_type(Dg, Df), "chain_rule")
     axes = (list(range(Dg.ndim - dim, Dg.ndim)), list(range(dim)))

@@ -6,11 +6,18 @@ numpy work and matplotlib are imported only when needed, so ``--help`` and
 argument errors return quickly.
 """
 
+from __future__ import annotations
+
 import argparse
 import importlib.util
 import math
 import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:  # fastjac.train imports numpy: only when training
+    from fastjac.train import History
 
 NUM_EXAMPLES = 569  # fastjac.data.NUM_EXAMPLES, repeated to keep start-up light
 
@@ -18,12 +25,14 @@ NUM_EXAMPLES = 569  # fastjac.data.NUM_EXAMPLES, repeated to keep start-up light
 class _Parser(argparse.ArgumentParser):
     """``parser.error`` on one line (no usage block), exit status 2."""
 
-    def error(self, message):
+    train_parser: _Parser  # the ``train`` subcommand's parser (``build_parser`` sets it)
+
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _int_in(low, high=None, what="an integer"):
-    def parse(text):
+def _int_in(low: int, high: int | None = None, what: str = "an integer") -> Callable[[str], int]:
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -35,7 +44,7 @@ def _int_in(low, high=None, what="an integer"):
     return parse
 
 
-def _open_unit(text):
+def _open_unit(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -45,7 +54,7 @@ def _open_unit(text):
     return value
 
 
-def _size(text):
+def _size(text: str) -> int:
     from fastjac.train import parse_size
 
     try:
@@ -54,8 +63,8 @@ def _size(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser():
-    parser = _Parser(prog="fastjac", description=__doc__.splitlines()[0])
+def build_parser() -> _Parser:
+    parser = _Parser(prog="fastjac", description=(__doc__ or "fastjac").splitlines()[0])  # -OO drops docstrings
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = commands.add_parser(
@@ -97,13 +106,13 @@ def build_parser():
     return parser
 
 
-def _version():
+def _version() -> str:
     from fastjac import __version__
 
     return __version__
 
 
-def _check_writable(parser, option, path):
+def _check_writable(parser: argparse.ArgumentParser, option: str, path: str) -> None:
     """Fail now, before training, if ``path`` cannot be written."""
     target = os.path.abspath(path)
     parent = os.path.dirname(target)
@@ -117,7 +126,7 @@ def _check_writable(parser, option, path):
         parser.error(f"{option} {path}: directory {parent} is not writable")
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fastjac`` and ``python -m fastjac``; returns the exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -136,7 +145,7 @@ def main(argv=None):
         return 1
 
 
-def _train(parser, args):
+def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     for option, path in (("--json", args.json), ("--plot", args.plot)):
         if path is not None:
             _check_writable(parser, option, path)
@@ -186,7 +195,7 @@ def _train(parser, args):
     return 0
 
 
-def _write_json(history, path):
+def _write_json(history: History, path: str) -> None:
     import json
 
     with open(path, "w") as fh:
@@ -194,7 +203,7 @@ def _write_json(history, path):
         fh.write("\n")
 
 
-def _write_plot(history, path):
+def _write_plot(history: History, path: str) -> None:
     """Loss and training accuracy per step, test accuracy as a line; PNG via matplotlib's Agg."""
     # Figure + Agg canvas directly: no pyplot, no GUI backend, nothing global.
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -6,9 +6,12 @@ extra the lecture does not use, fitted on the training rows only so no
 statistic leaks from the test rows.
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 NUM_EXAMPLES, NUM_FEATURES, NUM_LABELS = 569, 30, 2
 
@@ -21,7 +24,7 @@ class BreastCancer(NamedTuple):
     targets: np.ndarray
 
 
-def load_breast_cancer_data():
+def load_breast_cancer_data() -> BreastCancer:
     """The lecture's arrays: ``X = data['data']``, ``targets = data.target``, one-hot ``labels``.
 
     Returns
@@ -41,7 +44,8 @@ def load_breast_cancer_data():
     return BreastCancer(X, labels, targets)
 
 
-def standardize(X, train_rows):
+def standardize(X: ArrayLike, train_rows: int
+                ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Scale each column to zero mean and unit variance using rows ``[:train_rows]`` only.
 
     ``(X - mean) / std`` with mean and std of ``X[:train_rows]``; a column that

@@ -30,7 +30,13 @@ Kept on purpose (the lecture's quirks):
   and ``cross_entropy`` takes ``log(Q)`` directly (``inf`` where ``Q == 0``).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal, overload
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
     LineSearchError,
@@ -41,11 +47,12 @@ from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
     random_matrix,
     update_blocks,
 )
+from fastjac.linesearch import _LineSearch
 from fastjac._validate import as_float, check_affine, check_chain_axes
 from fastjac import budget
 
 
-def chain_rule(Dg, Df, var_shape):
+def chain_rule(Dg: ArrayLike, Df: ArrayLike, var_shape: Sequence[int]) -> np.ndarray:
     """Contract the Jacobians of g and f into the Jacobian of g o f.
 
     ``D(g o f)[i..., j...] = sum_k Dg[i..., k...] Df[k..., j...]`` with ``k``
@@ -75,13 +82,13 @@ def chain_rule(Dg, Df, var_shape):
     return np.tensordot(Dg, Df, axes=(Dg_axes, Df_axes))
 
 
-def _zeros(shape, dtype, name):
+def _zeros(shape: tuple[int, ...], dtype: DTypeLike, name: str) -> np.ndarray:
     """``np.zeros(shape, dtype)`` once ``fastjac.budget`` allows it."""
     budget.check_dense(shape, dtype, f"fastjac.dense.{name}")
     return np.zeros(shape, dtype=dtype)
 
 
-def DX_affine(X, W, b):
+def DX_affine(X: ArrayLike, W: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, tuple[int, ...]]:
     """Jacobian of ``X @ W + b`` in ``X``: ``I_N (x) W^T``.
 
     ``D[a, j, a', i] = [a == a'] W[i, j]``; X (N, d), W (d, k) -> D (N, k, N, d).
@@ -98,7 +105,7 @@ def DX_affine(X, W, b):
     return D, X.shape
 
 
-def DW_affine(X, W, b):
+def DW_affine(X: ArrayLike, W: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, tuple[int, ...]]:
     """Jacobian of ``X @ W + b`` in ``W``: ``X (x) I_k``.
 
     ``D[a, j, i, j'] = X[a, i] [j == j']``; X (N, d), W (d, k) -> D (N, k, d, k).
@@ -115,7 +122,7 @@ def DW_affine(X, W, b):
     return D, W.shape
 
 
-def Db_affine(X, W, b):
+def Db_affine(X: ArrayLike, W: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, tuple[int, int]]:
     """Jacobian of ``X @ W + b`` in ``b``: ``1_N (x) I_k``.
 
     ``D[a, j, j'] = [j == j']``; X (N, d), W (d, k), b (1, k) -> D (N, k, k),
@@ -135,7 +142,11 @@ def Db_affine(X, W, b):
     return D, (1, k)
 
 
-def logit(z):
+@overload
+def logit(z: np.ndarray) -> NDArray[np.floating]: ...
+@overload
+def logit(z: float) -> np.floating: ...
+def logit(z: np.ndarray | float) -> NDArray[np.floating] | np.floating:
     """The logistic sigmoid (the lecture's ``logit``): ``1 / (1 + exp(-z))``, elementwise.
 
     The lecture's formula; ``exp(-z)`` overflows to inf for z < -709 and
@@ -145,7 +156,7 @@ def logit(z):
         return 1 / (1 + np.exp(-z))
 
 
-def Dlogit(Z):
+def Dlogit(Z: ArrayLike) -> tuple[np.ndarray, tuple[int, ...]]:
     """Jacobian of the elementwise logistic: diagonal ``s(Z) * s(-Z)``.
 
     ``D[i, j, i', j'] = [i == i'][j == j'] s(Z[i, j]) s(-Z[i, j])``;
@@ -163,20 +174,20 @@ def Dlogit(Z):
     return D, Z.shape
 
 
-def softmax(z):
+def softmax(z: np.ndarray) -> NDArray[np.floating]:
     """``exp(z) / sum(exp(z))`` of a vector, shifted by its maximum."""
     v = np.exp(z - np.max(z))
     return v / np.sum(v)
 
 
-def matrix_softmax(Z):
+def matrix_softmax(Z: ArrayLike) -> NDArray[np.floating]:
     """Softmax of each row of Z (N, m) -> (N, m)."""
     Z = as_float(Z, "Z", 2)
     v = np.exp(Z - np.max(Z, axis=1, keepdims=True))
     return v / np.sum(v, axis=1, keepdims=True)
 
 
-def Dmatrix_softmax(Z):
+def Dmatrix_softmax(Z: ArrayLike) -> tuple[np.ndarray, tuple[int, ...]]:
     """Jacobian of the row-wise softmax: one block ``diag(v) - v v^T`` per row.
 
     ``D[a, i, a', j] = [a == a'] (v[a, i] [i == j] - v[a, i] v[a, j])``,
@@ -197,12 +208,12 @@ def Dmatrix_softmax(Z):
     return D, Z.shape
 
 
-def cross_entropy(P, Q):
+def cross_entropy(P: np.ndarray, Q: np.ndarray) -> np.floating:
     """Mean cross-entropy ``-sum(P * log(Q)) / N`` of P, Q (N, m) -> scalar."""
     return -np.sum(P * np.log(Q)) / P.shape[0]
 
 
-def DQcross_entropy(P, Q):
+def DQcross_entropy(P: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
     """Jacobian of ``cross_entropy(P, Q)`` in Q: ``-P / Q / N``, shape (N, m).
 
     See Also
@@ -212,7 +223,7 @@ def DQcross_entropy(P, Q):
     return -P * (1 / Q) / P.shape[0], Q.shape
 
 
-def nn_loss_closure(X, Y):
+def nn_loss_closure(X: np.ndarray, Y: np.ndarray) -> Callable[[Sequence[np.ndarray]], np.floating]:
     """``f(var)``: the network's mean cross-entropy, var = [W1, b1, W2, b2].
 
     ``cross_entropy(Y, matrix_softmax(logit(X @ W1 + b1) @ W2 + b2))``;
@@ -223,13 +234,14 @@ def nn_loss_closure(X, Y):
     fastjac.structured.nn_loss_closure
     """
 
-    def f(var):
+    def f(var: Sequence[np.ndarray]) -> np.floating:
         return cross_entropy(Y, matrix_softmax((logit((X @ var[0]) + var[1]) @ var[2]) + var[3]))
 
     return f
 
 
-def nn_loss_gradient_closure(X, Y):
+def nn_loss_gradient_closure(X: np.ndarray, Y: np.ndarray
+                             ) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
     """``df(var) -> [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)]`` by dense chain rule.
 
     The lecture's gradient code, step by step (bias gradients are (k,), see
@@ -241,7 +253,7 @@ def nn_loss_gradient_closure(X, Y):
     fastjac.structured.nn_loss_gradient_closure
     """
 
-    def df(var):
+    def df(var):  # type: (Sequence[np.ndarray]) -> list[np.ndarray]
         _check_gradient_memory(X, Y, var)
         # Activation of first layer
         Z1 = (X @ var[0]) + var[1]
@@ -280,14 +292,14 @@ def nn_loss_gradient_closure(X, Y):
     return df
 
 
-def _check_gradient_memory(X, Y, var):
+def _check_gradient_memory(X: ArrayLike, Y: ArrayLike, var: Sequence[ArrayLike]) -> None:
     """``DenseMemoryError`` if the lecture's gradient tensors at these shapes exceed the budget."""
     (N, d), (k, m) = np.shape(X), np.shape(var[2])
     dtype = np.result_type(*(np.asarray(a).dtype for a in (X, Y, *var)), np.float32)
     budget.check_dense_gradient(N, d, k, m, dtype, "fastjac.dense.nn_loss_gradient_closure")
 
 
-def nn_predict(X, var):
+def nn_predict(X: np.ndarray, var: Sequence[np.ndarray]) -> NDArray[np.intp]:
     """Predicted class of each row of X (N, d): the lecture's ``argmax`` of the softmax, (N,) int64.
 
     ``np.argmax(matrix_softmax(logit(X @ W1 + b1) @ W2 + b2), axis=1)``.
@@ -300,7 +312,26 @@ def nn_predict(X, var):
     return np.argmax(matrix_softmax(logit(X @ W1 + b1) @ W2 + b2), axis=1)
 
 
-def nn_loss_and_gradient_closure(X, Y, *, classes=False):
+# fg's results: (loss, gradient blocks), and with classes=True the predicted classes too
+_LossGrad = tuple[np.floating, list[np.ndarray]]
+_LossGradClasses = tuple[np.floating, list[np.ndarray], NDArray[np.intp]]
+
+
+@overload
+def nn_loss_and_gradient_closure(
+    X: np.ndarray, Y: np.ndarray, *, classes: Literal[False] = False
+) -> Callable[[Sequence[np.ndarray]], _LossGrad]: ...
+@overload
+def nn_loss_and_gradient_closure(
+    X: np.ndarray, Y: np.ndarray, *, classes: Literal[True]
+) -> Callable[[Sequence[np.ndarray]], _LossGradClasses]: ...
+@overload
+def nn_loss_and_gradient_closure(
+    X: np.ndarray, Y: np.ndarray, *, classes: bool = False
+) -> Callable[[Sequence[np.ndarray]], _LossGrad | _LossGradClasses]: ...
+def nn_loss_and_gradient_closure(
+    X: np.ndarray, Y: np.ndarray, *, classes: bool = False
+) -> Callable[[Sequence[np.ndarray]], _LossGrad | _LossGradClasses]:
     """``fg(var) -> (loss, [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)])``.
 
     ``nn_loss_closure`` and ``nn_loss_gradient_closure`` (the dense chain
@@ -314,7 +345,7 @@ def nn_loss_and_gradient_closure(X, Y, *, classes=False):
     f = nn_loss_closure(X, Y)
     df = nn_loss_gradient_closure(X, Y)
 
-    def fg(var):
+    def fg(var: Sequence[np.ndarray]) -> _LossGrad | _LossGradClasses:
         if classes:
             return f(var), df(var), nn_predict(X, var)
         return f(var), df(var)
@@ -322,7 +353,7 @@ def nn_loss_and_gradient_closure(X, Y, *, classes=False):
     return fg
 
 
-def nn_line_search_closure(X, Y):
+def nn_line_search_closure(X: np.ndarray, Y: np.ndarray) -> _LineSearch:
     """``ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None)``: Armijo backtracking on the loss.
 
     Exactly ``block_backtracking(x0, nn_loss_closure(X, Y), dx, df0, alpha,
@@ -334,7 +365,9 @@ def nn_line_search_closure(X, Y):
     """
     f = nn_loss_closure(X, Y)
 
-    def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None):
+    def ls(x0: Sequence[np.ndarray], dx: Sequence[np.ndarray], df0: Sequence[np.ndarray],
+           alpha: float = 0.1, beta: float = 0.5, max_iter: int | None = None, *,
+           f0: float | np.floating | None = None) -> LineSearchResult:
         return block_backtracking(x0, f, dx, df0, alpha, beta, max_iter=max_iter, f0=f0)
 
     return ls

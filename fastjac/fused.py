@@ -61,11 +61,18 @@ take validated, C-contiguous arrays of one dtype (float32 or float64) and
 allocate all scratch, so ``tracemalloc`` sees every byte.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numba
 import numpy as np
 from numba import prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.core.typing.templates import Signature
+from numba.extending import intrinsic as _numba_intrinsic
+from numpy.typing import NDArray
 
 from fastjac._jit import (
     BLAS_SMALL_MNK,
@@ -81,24 +88,30 @@ from fastjac._jit import (
     kernel,
 )
 
+# numba's stubs type a call of an ``@intrinsic`` as a call from Python (which raises,
+# so a ``Never`` result) with the typing function's parameters, ``typingctx``
+# included; in a kernel it takes the other arguments and returns a value. So the
+# intrinsics below are typed ``Any``, as ``@kernel``'s dispatchers are.
+intrinsic: Callable[[Callable[..., Any]], Any] = _numba_intrinsic
+
 # ---------------------------------------------------------------- scalar helpers
 
 
 @intrinsic
-def _float64_from_bits(typingctx, bits):
+def _float64_from_bits(typingctx: Any, bits: types.Type) -> tuple[Signature, Callable[..., Any]]:
     """Reinterpret an int64 as the float64 with the same bits (free; vectorises)."""
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Signature, args: Sequence[Any]) -> Any:
         return builder.bitcast(args[0], context.get_value_type(types.float64))
 
     return types.float64(types.int64), codegen
 
 
 @intrinsic
-def _int64_from_bits(typingctx, x):
+def _int64_from_bits(typingctx: Any, x: types.Type) -> tuple[Signature, Callable[..., Any]]:
     """Reinterpret a float64 as the int64 with the same bits (free; vectorises)."""
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Signature, args: Sequence[Any]) -> Any:
         return builder.bitcast(args[0], context.get_value_type(types.int64))
 
     return types.int64(types.float64), codegen
@@ -141,7 +154,7 @@ _TWO_M512 = 2.0 ** -512
 # Reassociation would fold the two-constant reduction into one and lose ~10
 # bits at |x| ~ 700, so this function gets only FMA contraction.
 @kernel(fastmath=FASTMATH_CONTRACT)
-def exp_nonpos(x):
+def exp_nonpos(x: float) -> float:
     """``exp(x)`` for ``x <= 0`` in float64, within 2.1 ulp; NaN gives NaN, -inf gives 0.
 
     ``x = (64 q + j) ln2/64 + r`` with ``|r| <= ln2/128``: ``exp(r)`` by its
@@ -181,7 +194,7 @@ _LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e
 
 
 @kernel(fastmath=FASTMATH_CONTRACT)
-def log_pos(x):
+def log_pos(x: float) -> float:
     """``log(x)`` for normal ``x > 0`` in float64, within 1 ulp; NaN gives NaN, inf gives inf.
 
     fdlibm's method without its branches: ``x = 2^e (1 + f)`` with
@@ -211,7 +224,9 @@ def log_pos(x):
 
 # Numba's own GEMM entry point (what np.dot calls): scipy's BLAS, resolved at
 # run time, so kernels calling it can be cached. Fortran order; see ``gemm``.
-_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+# (Typed Any: numba's stubs type calling a numba type as building a signature of
+# types; in a kernel this one calls the C function.)
+_xxgemm: Any = types.ExternalFunction("numba_xxgemm", types.intc(
     types.char, types.char, types.char,        # kind ('s'/'d'), transa, transb
     types.intp, types.intp, types.intp,        # m, n, k
     types.voidptr, types.voidptr, types.intp,  # alpha, a, lda
@@ -222,11 +237,12 @@ _TRANS = np.int8(ord("t"))
 
 
 @intrinsic
-def _scalar_slot(typingctx, value, like):
+def _scalar_slot(typingctx: Any, value: types.Type,
+                 like: types.Array) -> tuple[Signature, Callable[..., Any]]:
     """Pointer to a stack slot holding ``value`` in ``like``'s dtype (BLAS takes alpha, beta by address)."""
     dtype = like.dtype
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Signature, args: Sequence[Any]) -> Any:
         v = context.cast(builder, args[0], signature.args[0], dtype)
         slot = cgutils.alloca_once_value(builder, v)
         return builder.bitcast(slot, cgutils.voidptr_t)
@@ -235,7 +251,8 @@ def _scalar_slot(typingctx, value, like):
 
 
 @kernel
-def gemm(trans_a, trans_b, alpha, A, B, beta, C):
+def gemm(trans_a: bool, trans_b: bool, alpha: float, A: np.ndarray, B: np.ndarray, beta: float,
+         C: np.ndarray) -> None:
     """``C = alpha op(A) op(B) + beta C`` for row-major 2-D arrays whose rows are contiguous.
 
     ``op(A)`` is ``A.T`` when ``trans_a``. A, B and C may be row ranges of
@@ -259,7 +276,8 @@ SMALL_M = 8
 
 
 @kernel
-def line_products(X, W1, b1, dW1, db1, W, b, ZPT):
+def line_products(X: np.ndarray, W1: np.ndarray, b1: np.ndarray, dW1: np.ndarray, db1: np.ndarray,
+                  W: np.ndarray, b: np.ndarray, ZPT: np.ndarray) -> None:
     """``ZPT = [X W1 + b1 | X dW1 + db1]^T`` (2k, N), one GEMM; W (d, 2k), b (2k,) scratch."""
     d, k = W1.shape
     for i in range(d):
@@ -277,7 +295,8 @@ def line_products(X, W1, b1, dW1, db1, W, b, ZPT):
 
 
 @kernel
-def line_products_T(XT1, W1, b1, dW1, db1, WT1, ZPT):
+def line_products_T(XT1: np.ndarray, W1: np.ndarray, b1: np.ndarray, dW1: np.ndarray,
+                    db1: np.ndarray, WT1: np.ndarray, ZPT: np.ndarray) -> None:
     """``line_products`` from ``XT1 = [X^T; 1]`` (d + 1, N): one GEMM, no transposed operand and
     no bias pass (the bias is the last column of ``WT1 = [W1^T b1; dW1^T db1]`` (2k, d + 1))."""
     d, k = W1.shape
@@ -294,7 +313,7 @@ _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 @kernel
-def flush_float32(e, like):
+def flush_float32(e: float, like: np.ndarray) -> float:
     """``e``, or 0 if ``like`` is float32 and ``e`` would be a float32 subnormal.
 
     Subnormal operands make every later product a microcode assist: with the
@@ -309,7 +328,7 @@ def flush_float32(e, like):
 
 
 @kernel
-def logistic_and_slope(z, like):
+def logistic_and_slope(z: float, like: np.ndarray) -> tuple[float, float]:
     """``(s(z), s'(z))`` with ``e = exp(-|z|)``: ``s = 1 / (1 + e)`` or ``e / (1 + e)`` by
     the sign of z, ``s' = e / (1 + e)^2``; neither overflows. ``like`` gives the dtype
     (float32 flushes subnormals). Inlined: callers that drop ``s'`` do not compute it.
@@ -320,7 +339,7 @@ def logistic_and_slope(z, like):
 
 
 @kernel
-def logistic_inplace(A, b):
+def logistic_inplace(A: np.ndarray, b: np.ndarray) -> None:
     """``A <- s(A + b)`` row by row, A (B, k), b (k,).
 
     Adding the bias here, after a GEMM with beta = 0, saves a pass writing b
@@ -334,7 +353,7 @@ def logistic_inplace(A, b):
 
 
 @kernel
-def logistic_slope(A, b, D):
+def logistic_slope(A: np.ndarray, b: np.ndarray, D: np.ndarray) -> None:
     """``A <- s(A + b)`` and ``D <- s'(A + b)``; A, D (B, k), not overlapping.
 
     A separate kernel from ``logistic_inplace``: with ``D`` possibly
@@ -349,7 +368,8 @@ def logistic_slope(A, b, D):
 
 
 @kernel
-def output_layer(A, W2T, b2, Z2T, blas):
+def output_layer(A: np.ndarray, W2T: np.ndarray, b2: np.ndarray, Z2T: np.ndarray,
+                 blas: bool) -> None:
     """``Z2T = (A W2 + b2)^T``: A (B, k), W2T = W2^T (m, k), b2 (m,), Z2T (m, B).
 
     The logits are stored transposed so that the softmax below vectorises
@@ -373,7 +393,8 @@ def output_layer(A, W2T, b2, Z2T, blas):
 
 
 @kernel
-def softmax_cross_entropy(Z2T, Y, with_grad, N, rows):
+def softmax_cross_entropy(Z2T: np.ndarray, Y: np.ndarray, with_grad: bool, N: int,
+                          rows: np.ndarray) -> float:
     """Cross-entropy of ``softmax`` of each row against Y, summed over rows.
 
     Z2T (m, B) holds the logits transposed, Y (B, m); ``rows`` (4, >= B) is
@@ -412,7 +433,9 @@ def softmax_cross_entropy(Z2T, Y, with_grad, N, rows):
 
 
 @kernel
-def backward(X, A, D, G2T, W2, W2T, gW1, gb1, gW2, gb2):
+def backward(X: np.ndarray, A: np.ndarray, D: np.ndarray, G2T: np.ndarray, W2: np.ndarray,
+             W2T: np.ndarray, gW1: np.ndarray, gb1: np.ndarray, gW2: np.ndarray,
+             gb2: np.ndarray) -> None:
     """Add one block's gradient sums: ``gW2 += A^T G2``, ``gb2 += sum G2``,
     ``gW1 += X^T G1``, ``gb1 += sum G1`` with ``G1 = (G2 W2^T) * D``.
 
@@ -450,7 +473,8 @@ def backward(X, A, D, G2T, W2, W2T, gW1, gb1, gW2, gb2):
 
 
 @kernel
-def split_gradient(g, d, k, m):
+def split_gradient(g: np.ndarray, d: int, k: int, m: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Views ``gW1 (d, k), gb1 (k,), gW2 (k, m), gb2 (m,)`` of a flat ``g``."""
     gW1 = g[:d * k].reshape((d, k))
     gb1 = g[d * k:d * k + k]
@@ -459,7 +483,7 @@ def split_gradient(g, d, k, m):
     return gW1, gb1, gW2, gb2
 
 
-def scratch_size(block, k, m, with_grad=True):
+def scratch_size(block: int, k: int, m: int, with_grad: bool = True) -> int:
     """Values of scratch one thread needs: A (block, k), D (block, k) for the
     gradient, Z2^T (m, block) and the softmax's 4 row vectors (4, block)."""
     return block * ((2 if with_grad else 1) * k + m + 4)
@@ -469,7 +493,9 @@ def scratch_size(block, k, m, with_grad=True):
 
 
 @kernel
-def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g, with_grad, classes):
+def loss_grad_rows(X: np.ndarray, Y: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray,
+                   b2: np.ndarray, lo: int, hi: int, block: int, work: np.ndarray, g: np.ndarray,
+                   with_grad: bool, classes: np.ndarray) -> float:
     """Loss sum of rows ``[lo, hi)`` (not divided by N); if ``with_grad``, their
     gradient terms are added to ``g``; if ``classes`` is not empty, ``classes[r]``
     gets row r's predicted class (``argmax_rows`` of its logits).
@@ -509,7 +535,7 @@ def loss_grad_rows(X, Y, W1, b1, W2, b2, lo, hi, block, work, g, with_grad, clas
 
 
 @kernel
-def add_rows_in_order(G):
+def add_rows_in_order(G: np.ndarray) -> None:
     """``G[0] += G[1]; G[0] += G[2]; ...``: chunk partial sums merged in a fixed order."""
     for c in range(1, G.shape[0]):
         for i in range(G.shape[1]):
@@ -517,7 +543,9 @@ def add_rows_in_order(G):
 
 
 @kernel(parallel=True)
-def loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, with_grad, classes):
+def loss_grad_chunks(X: np.ndarray, Y: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray,
+                     b2: np.ndarray, block: int, work: np.ndarray, G: np.ndarray, with_grad: bool,
+                     classes: np.ndarray) -> float:
     """``loss_grad_rows`` on ``len(G)`` contiguous row chunks in parallel; the loss sum.
 
     Chunk c uses scratch ``work[c]`` and adds its gradient terms to ``G[c]``;
@@ -537,7 +565,7 @@ def loss_grad_chunks(X, Y, W1, b1, W2, b2, block, work, G, with_grad, classes):
 
 
 @kernel
-def logistic_line(ZPT, start, t, AT):
+def logistic_line(ZPT: np.ndarray, start: int, t: float, AT: np.ndarray) -> None:
     """``AT = s(Z0 + t P)`` for the rows ``start, start + 1, ...`` of
     ``ZPT = [Z0 | P]^T`` (2k, N); AT (k, B). ``t = 0`` reads Z0 only.
 
@@ -554,7 +582,7 @@ def logistic_line(ZPT, start, t, AT):
 
 
 @kernel
-def output_layer_T(AT, W2T, b2, Z2T):
+def output_layer_T(AT: np.ndarray, W2T: np.ndarray, b2: np.ndarray, Z2T: np.ndarray) -> None:
     """``Z2T = (A W2 + b2)^T`` from ``AT = A^T`` (k, B): k axpys per output, vectorised over rows."""
     m, B = Z2T.shape
     k = AT.shape[0]
@@ -568,7 +596,8 @@ def output_layer_T(AT, W2T, b2, Z2T):
 
 
 @kernel
-def trial_rows(ZPT, Y, W2Ts, b2s, ts, K, lo, hi, block, work, out):
+def trial_rows(ZPT: np.ndarray, Y: np.ndarray, W2Ts: np.ndarray, b2s: np.ndarray, ts: np.ndarray,
+               K: int, lo: int, hi: int, block: int, work: np.ndarray, out: np.ndarray) -> None:
     """``out[q]`` = loss sum of rows ``[lo, hi)`` at step ``ts[q]``, q < K (not divided by N).
 
     ``ZPT = [X W1 + b1 | X dW1 + db1]^T`` (2k, N) holds the first layer's
@@ -595,7 +624,8 @@ def trial_rows(ZPT, Y, W2Ts, b2s, ts, K, lo, hi, block, work, out):
 
 
 @kernel(parallel=True)
-def trial_chunks(ZPT, Y, W2Ts, b2s, ts, K, block, work, out):
+def trial_chunks(ZPT: np.ndarray, Y: np.ndarray, W2Ts: np.ndarray, b2s: np.ndarray, ts: np.ndarray,
+                 K: int, block: int, work: np.ndarray, out: np.ndarray) -> None:
     """``trial_rows`` on ``len(work)`` contiguous row chunks in parallel: chunk c's sums in ``out[c]``."""
     nchunks = work.shape[0]
     N = ZPT.shape[1]
@@ -606,7 +636,8 @@ def trial_chunks(ZPT, Y, W2Ts, b2s, ts, K, block, work, out):
 
 # No fastmath: these must round exactly as the Python line search does.
 @kernel(fastmath=frozenset())
-def step_output_layer(W2, b2, dW2, db2, t, W2T, b2t):
+def step_output_layer(W2: np.ndarray, b2: np.ndarray, dW2: np.ndarray, db2: np.ndarray, t: float,
+                      W2T: np.ndarray, b2t: np.ndarray) -> None:
     """The second layer's blocks at step t: ``W2T = (W2 + t dW2)^T``, ``b2t = b2 + t db2``.
 
     Rounded as numpy's ``x + t * dx`` (``update_blocks``): t in the blocks'
@@ -622,8 +653,10 @@ def step_output_layer(W2, b2, dW2, db2, t, W2T, b2t):
 
 
 @kernel(parallel=True, fastmath=frozenset())
-def backtrack(ZPT, Y, W2, b2, dW2, db2, f0, delta, beta, max_iter, batch, block, work,
-              W2Ts, b2s, ts, out):
+def backtrack(ZPT: np.ndarray, Y: np.ndarray, W2: np.ndarray, b2: np.ndarray, dW2: np.ndarray,
+              db2: np.ndarray, f0: float, delta: float, beta: float, max_iter: int, batch: int,
+              block: int, work: np.ndarray, W2Ts: np.ndarray, b2s: np.ndarray, ts: np.ndarray,
+              out: np.ndarray) -> tuple[int, float, float]:
     """``armijo_backtrack`` on the line ``ZPT`` without leaving the kernel: ``(i, t, fx)``.
 
     Trial i = 1, 2, ... takes ``t = beta^(i-1)`` (by repeated products, as
@@ -667,7 +700,7 @@ def backtrack(ZPT, Y, W2, b2, dW2, db2, f0, delta, beta, max_iter, batch, block,
 
 
 @kernel
-def argmax_rows(Z2T, out):
+def argmax_rows(Z2T: np.ndarray, out: np.ndarray) -> None:
     """``out[r] = argmax_c Z2T[c, r]`` as ``np.argmax`` does: the first maximum, or the first NaN."""
     m, B = Z2T.shape
     for r in range(B):
@@ -681,7 +714,8 @@ def argmax_rows(Z2T, out):
 
 
 @kernel
-def predict_rows(X, W1, b1, W2, b2, block, work, out):
+def predict_rows(X: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray, b2: np.ndarray,
+                 block: int, work: np.ndarray, out: np.ndarray) -> None:
     """Class of each row, ``argmax(logit(X W1 + b1) W2 + b2)`` (= argmax of the softmax); out (N,) int64.
 
     work: ``block (k + m)`` values of scratch.
@@ -704,7 +738,7 @@ def predict_rows(X, W1, b1, W2, b2, block, work, out):
 # ---------------------------------------------------------------- wrappers
 
 
-def plan(N, d, k, m):
+def plan(N: int, d: int, k: int, m: int) -> tuple[int, int]:
     """``(nchunks, block)`` for a pass over N rows of a (d, k, m) network.
 
     * wide layers (``max(d k, k m) >= WIDE_MIN_ELEMENTS``): one thread walks
@@ -725,7 +759,9 @@ def plan(N, d, k, m):
     return nchunks, max(1, block)
 
 
-def _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, with_grad, classes=None):
+def _loss_pass(X: np.ndarray, Y: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray,
+               b2: np.ndarray, nchunks: int | None, block: int | None, with_grad: bool,
+               classes: NDArray[np.int64] | None = None) -> tuple[float, np.ndarray]:
     """Loss sum and the gradient buffer (row 0 of G) of one fused pass; ``classes``
     (N,) int64, if given, gets each row's predicted class."""
     N, d = X.shape
@@ -748,7 +784,10 @@ def _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, with_grad, classes=None):
 _NO_CLASSES = np.empty(0, dtype=np.int64)
 
 
-def nn_loss_and_gradient(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None, classes=None):
+def nn_loss_and_gradient(X: np.ndarray, Y: np.ndarray, W1: np.ndarray, b1: np.ndarray,
+                         W2: np.ndarray, b2: np.ndarray, *, nchunks: int | None = None,
+                         block: int | None = None, classes: NDArray[np.int64] | None = None
+                         ) -> tuple[float, list[np.ndarray]]:
     """Mean cross-entropy and its gradient ``[dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)]``.
 
     Arrays already validated, C-contiguous, one float dtype; b1 (k,), b2 (m,).
@@ -762,12 +801,13 @@ def nn_loss_and_gradient(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None, clas
     return loss / N, [g[:i].reshape(d, k), g[i:j], g[j:l].reshape(k, m), g[l:]]
 
 
-def nn_loss(X, Y, W1, b1, W2, b2, *, nchunks=None, block=None):
+def nn_loss(X: np.ndarray, Y: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray,
+            b2: np.ndarray, *, nchunks: int | None = None, block: int | None = None) -> float:
     """Mean cross-entropy of the network; arrays already validated, contiguous, one dtype."""
     return _loss_pass(X, Y, W1, b1, W2, b2, nchunks, block, False)[0] / X.shape[0]
 
 
-def precompute_line(N, d, k, m):
+def precompute_line(N: int, d: int, k: int, m: int) -> bool:
     """Whether a line search should compute ``[X W1 + b1 | X dW1 + db1]`` once.
 
     Yes when d is large (``LINESEARCH_MIN_INPUTS``: each trial then skips an
@@ -793,14 +833,16 @@ class LineLoss:
 
     MAX_BATCH = 16  # trials per kernel pass at most (bounds the per-trial scratch)
 
-    def __init__(self, X, Y, W1, b1, dW1, db1, *, nchunks=None, block=None):
+    def __init__(self, X: np.ndarray, Y: np.ndarray, W1: np.ndarray, b1: np.ndarray,
+                 dW1: np.ndarray, db1: np.ndarray, *, nchunks: int | None = None,
+                 block: int | None = None) -> None:
         N, d = X.shape
         k = W1.shape[1]
         m = Y.shape[1]
         self.X, self.Y = X, Y
         self.ZPT = np.empty((2 * k, N), dtype=X.dtype)
         if X.size <= LINESEARCH_MAX_HELD:
-            self.XT1 = np.ones((d + 1, N), dtype=X.dtype)
+            self.XT1: np.ndarray | None = np.ones((d + 1, N), dtype=X.dtype)
             self.XT1[:d] = X.T
             self.Wcat = np.empty((2 * k, d + 1), dtype=X.dtype)
         else:
@@ -820,7 +862,7 @@ class LineLoss:
         self.out = np.empty((self.nchunks, size))
         self.move_to(W1, b1, dW1, db1)
 
-    def move_to(self, W1, b1, dW1, db1):
+    def move_to(self, W1: np.ndarray, b1: np.ndarray, dW1: np.ndarray, db1: np.ndarray) -> LineLoss:
         """Put the line through first layer W1 (d, k), b1 (k,) along dW1, db1 (X's dtype)."""
         if self.XT1 is None:
             line_products(self.X, W1, b1, dW1, db1, self.Wcat, self.bcat, self.ZPT)
@@ -828,7 +870,7 @@ class LineLoss:
             line_products_T(self.XT1, W1, b1, dW1, db1, self.Wcat, self.ZPT)
         return self
 
-    def __call__(self, t, W2, b2):
+    def __call__(self, t: float, W2: np.ndarray, b2: np.ndarray) -> float:
         self.ts[0] = t
         self.W2Ts[0] = W2.T
         self.b2s[0] = np.ravel(b2)
@@ -839,7 +881,9 @@ class LineLoss:
             total += self.out[c, 0]
         return float(total / self.ZPT.shape[1])
 
-    def backtrack(self, W2, b2, dW2, db2, f0, delta, beta, max_iter, batch=1):
+    def backtrack(self, W2: np.ndarray, b2: np.ndarray, dW2: np.ndarray, db2: np.ndarray,
+                  f0: float | np.floating, delta: float, beta: float, max_iter: int,
+                  batch: int = 1) -> tuple[int, float, float]:
         """``(i, t, fx)`` of ``backtrack`` from x0's second layer W2 (k, m), b2 (m,) along
         dW2, db2 (all of ZPT's dtype, contiguous); ``i = 0`` if no step is accepted.
         ``batch``: trials in the first pass (a guess of the accepted i; any value gives
@@ -849,7 +893,8 @@ class LineLoss:
                          self.block, self.work, self.W2Ts, self.b2s, self.ts, self.out)
 
 
-def predict(X, W1, b1, W2, b2):
+def predict(X: np.ndarray, W1: np.ndarray, b1: np.ndarray, W2: np.ndarray,
+            b2: np.ndarray) -> NDArray[np.int64]:
     """Predicted class (N,) int64 of each row; arrays validated, contiguous, one dtype; b1 (k,), b2 (m,)."""
     N, d = X.shape
     k, m = W2.shape

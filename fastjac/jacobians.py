@@ -190,7 +190,7 @@ class Jacobian:
         """CSR matrix of shape ``matrix_shape`` built from the structure."""
         raise NotImplementedError
 
-    def __array__(self, dtype: DTypeLike = None, copy: bool | None = None) -> np.ndarray:
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         if copy is False:
             raise ValueError(f"a {type(self).__name__} holds no dense array to share; "
                              "np.asarray(J) densifies (a copy)")
@@ -345,7 +345,7 @@ class SoftmaxJacobian(BlockDiagonal):
     def __init__(self, q: ArrayLike) -> None:
         object.__setattr__(self, "q", as_float(q, "q", 2))
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[misc]
     def blocks(self) -> np.ndarray:
         """``diag(q_a) - q_a q_a^T`` for every row a: (N, m, m), built on each access."""
         q = np.ascontiguousarray(self.q)
@@ -501,7 +501,7 @@ class KronOneI(Jacobian):
 
     N: int
     k: int
-    dtype: np.dtype = np.dtype(np.float64)  # type: ignore[assignment]
+    dtype: np.dtype = np.dtype(np.float64)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "N", _check_count(self.N, "N"))

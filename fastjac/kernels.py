@@ -11,6 +11,8 @@ float dtype and allocate outputs; kernels never check anything. Naming:
 Shapes use N rows, p/q block sizes, d inputs and k outputs of an affine map.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 from fastjac._jit import kernel
@@ -19,7 +21,7 @@ from fastjac._jit import kernel
 # --- building Jacobian data ---------------------------------------------------
 
 @kernel
-def logistic(z, out):
+def logistic(z: np.ndarray, out: np.ndarray) -> None:
     """out = 1 / (1 + exp(-z)) without overflow, z and out flat (n,)."""
     for i in range(z.size):
         zi = z[i]
@@ -31,7 +33,7 @@ def logistic(z, out):
 
 
 @kernel
-def logistic_derivative(z, out):
+def logistic_derivative(z: np.ndarray, out: np.ndarray) -> None:
     """out = s(z) s(-z) = e / (1 + e)^2 with e = exp(-|z|); z and out flat (n,)."""
     for i in range(z.size):
         e = np.exp(-abs(z[i]))
@@ -39,7 +41,7 @@ def logistic_derivative(z, out):
 
 
 @kernel
-def softmax_rows(Z, V):
+def softmax_rows(Z: np.ndarray, V: np.ndarray) -> None:
     """V[a] = exp(Z[a] - max Z[a]) / sum(...), row by row; Z, V (N, m)."""
     N, m = Z.shape
     for a in range(N):
@@ -55,7 +57,7 @@ def softmax_rows(Z, V):
 
 
 @kernel
-def softmax_blocks(V, B):
+def softmax_blocks(V: np.ndarray, B: np.ndarray) -> None:
     """B[a] = diag(V[a]) - V[a] V[a]^T; V (N, m), B (N, m, m)."""
     N, m = V.shape
     for a in range(N):
@@ -68,7 +70,7 @@ def softmax_blocks(V, B):
 # --- dense cotangents times structured Jacobians (chain_rule(dense, J)) -------
 
 @kernel
-def diagonal_vjp(G, d, out):
+def diagonal_vjp(G: np.ndarray, d: np.ndarray, out: np.ndarray) -> None:
     """out[b, i] = G[b, i] d[i]; G, out (B, n), d (n,)."""
     B, n = G.shape
     for b in range(B):
@@ -77,7 +79,7 @@ def diagonal_vjp(G, d, out):
 
 
 @kernel
-def block_diagonal_vjp(G, blocks, out):
+def block_diagonal_vjp(G: np.ndarray, blocks: np.ndarray, out: np.ndarray) -> None:
     """out[b, a, j] = sum_i G[b, a, i] blocks[a, i, j]; G (B, N, p), blocks (N, p, q)."""
     B, N, p = G.shape
     q = blocks.shape[2]
@@ -92,13 +94,13 @@ def block_diagonal_vjp(G, blocks, out):
 
 
 @kernel
-def kron_iw_vjp(G, W):
+def kron_iw_vjp(G: np.ndarray, W: np.ndarray) -> np.ndarray:
     """(I (x) W^T) from the left: G (B*N, k) @ W^T -> (B*N, d); W (d, k)."""
     return np.dot(G, W.T.copy())
 
 
 @kernel
-def kron_xi_vjp(G, X, out):
+def kron_xi_vjp(G: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:
     """(X (x) I) from the left: out[b] = X^T G[b]; G (B, N, k), X (N, d), out (B, d, k)."""
     Xt = X.T.copy()
     for b in range(G.shape[0]):
@@ -106,7 +108,7 @@ def kron_xi_vjp(G, X, out):
 
 
 @kernel
-def ones_kron_vjp(G, out):
+def ones_kron_vjp(G: np.ndarray, out: np.ndarray) -> None:
     """(1 (x) I) from the left: out[b, j] = sum_a G[b, a, j]; G (B, N, k), out (B, k)."""
     B, N, k = G.shape
     for b in range(B):
@@ -118,7 +120,7 @@ def ones_kron_vjp(G, out):
 
 
 @kernel
-def softmax_vjp(G, q, out):
+def softmax_vjp(G: np.ndarray, q: np.ndarray, out: np.ndarray) -> None:
     """out[b, a] = q[a] o G[b, a] - (G[b, a] . q[a]) q[a]; G, out (B, N, m), q (N, m)."""
     B, N, m = G.shape
     for b in range(B):
@@ -133,7 +135,7 @@ def softmax_vjp(G, q, out):
 # --- structured Jacobians times dense tensors (chain_rule(J, dense)) ----------
 
 @kernel
-def diagonal_jvp(d, F, out):
+def diagonal_jvp(d: np.ndarray, F: np.ndarray, out: np.ndarray) -> None:
     """out[i, r] = d[i] F[i, r]; d (n,), F, out (n, R)."""
     n, R = F.shape
     for i in range(n):
@@ -142,7 +144,7 @@ def diagonal_jvp(d, F, out):
 
 
 @kernel
-def block_diagonal_jvp(blocks, F, out):
+def block_diagonal_jvp(blocks: np.ndarray, F: np.ndarray, out: np.ndarray) -> None:
     """out[a] = blocks[a] @ F[a]; blocks (N, p, q), F (N, q, R), out (N, p, R)."""
     N, p, q = blocks.shape
     R = F.shape[2]
@@ -157,7 +159,7 @@ def block_diagonal_jvp(blocks, F, out):
 
 
 @kernel
-def softmax_jvp(q, F, out):
+def softmax_jvp(q: np.ndarray, F: np.ndarray, out: np.ndarray) -> None:
     """out[a, :, r] = q[a] o F[a, :, r] - (q[a] . F[a, :, r]) q[a]; q (N, m), F, out (N, m, R)."""
     N, m, R = F.shape
     for a in range(N):
@@ -170,7 +172,7 @@ def softmax_jvp(q, F, out):
 
 
 @kernel
-def kron_iw_jvp(W, F, out):
+def kron_iw_jvp(W: np.ndarray, F: np.ndarray, out: np.ndarray) -> None:
     """out[a] = W^T F[a]; W (d, k), F (N, d, R), out (N, k, R)."""
     Wt = W.T.copy()
     for a in range(F.shape[0]):
@@ -178,7 +180,7 @@ def kron_iw_jvp(W, F, out):
 
 
 @kernel
-def kron_xi_jvp(X, F):
+def kron_xi_jvp(X: np.ndarray, F: np.ndarray) -> np.ndarray:
     """(X (x) I) F = X @ F; X (N, d), F (d, k*R) -> (N, k*R)."""
     return np.dot(X, F)
 
@@ -186,7 +188,7 @@ def kron_xi_jvp(X, F):
 # --- structured times structured, where the product stays structured ----------
 
 @kernel
-def block_diagonal_product(A, B, out):
+def block_diagonal_product(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
     """out[a] = A[a] @ B[a]; A (N, p, q), B (N, q, r), out (N, p, r)."""
     N, p, q = A.shape
     r = B.shape[2]

@@ -4,10 +4,15 @@ These functions do not depend on how Jacobians are stored, so ``fastjac.dense``
 and ``fastjac.structured`` export the very same objects.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 import numpy.random as rd
+from numpy.typing import ArrayLike, NDArray
 
 
 class LineSearchError(ValueError):
@@ -22,7 +27,11 @@ class LineSearchResult(tuple):
     of evaluations of ``f`` (including ``f(x0)``).
     """
 
-    def __new__(cls, x, fx, t, nfev):
+    t: float
+    nfev: int
+
+    def __new__(cls, x: list[np.ndarray], fx: float | np.floating, t: float,
+                nfev: int) -> LineSearchResult:
         self = super().__new__(cls, (x, fx))
         self.t, self.nfev = t, nfev
         return self
@@ -30,11 +39,21 @@ class LineSearchResult(tuple):
     x = property(lambda self: self[0])
     fx = property(lambda self: self[1])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LineSearchResult(fx={self.fx!r}, t={self.t!r}, nfev={self.nfev})"
 
 
-def _check_blocks(x, y, xname, yname):
+class _LineSearch(Protocol):
+    """The type of ``nn_line_search_closure(X, Y)``: ``block_backtracking`` on a fixed loss."""
+
+    def __call__(self, x0: Sequence[np.ndarray], dx: Sequence[np.ndarray],
+                 df0: Sequence[np.ndarray], alpha: float = 0.1, beta: float = 0.5,
+                 max_iter: int | None = None, *,
+                 f0: float | np.floating | None = None) -> LineSearchResult: ...
+
+
+def _check_blocks(x: Sequence[ArrayLike], y: Sequence[ArrayLike], xname: str,
+                  yname: str) -> None:
     if len(x) != len(y):
         raise ValueError(f"{xname} has {len(x)} blocks but {yname} has {len(y)}")
     for i, (a, b) in enumerate(zip(x, y)):
@@ -55,30 +74,30 @@ def _check_blocks(x, y, xname, yname):
             )
 
 
-def update_blocks(x, y, t):
+def update_blocks(x: Sequence[np.ndarray], y: Sequence[np.ndarray], t: float) -> list[np.ndarray]:
     """``[x_i + t * y_i]`` for two lists of blocks, y_i broadcasting to x_i (new arrays)."""
     _check_blocks(x, y, "x", "y")
     return [xi + t * yi for xi, yi in zip(x, y)]
 
 
-def negate_blocks(x):
+def negate_blocks(x: Iterable[np.ndarray]) -> list[np.ndarray]:
     """``[-x_i]``: the descent direction from a list of gradient blocks."""
     return [-xi for xi in x]
 
 
 # np.add.reduce(a, axis=None) is what np.sum(a) runs (the same values), without its
 # Python wrapper: these two run once per training step.
-def block_norm(x):
+def block_norm(x: Iterable[ArrayLike]) -> np.floating:
     """Euclidean norm of all blocks together: ``sqrt(sum_i ||x_i||^2)``."""
     return np.sqrt(sum(np.add.reduce(np.asarray(xi) ** 2, axis=None) for xi in x))
 
 
-def block_dot(x, y):
+def block_dot(x: Iterable[np.ndarray], y: Iterable[np.ndarray]) -> np.floating:
     """``sum_i <x_i, y_i>`` over lists of equally shaped blocks."""
     return sum(np.add.reduce(xi * yi, axis=None) for xi, yi in zip(x, y))
 
 
-def random_matrix(shape, sigma=0.1):
+def random_matrix(shape: tuple[int, int], sigma: float = 0.1) -> NDArray[np.float64]:
     """``sigma * randn`` of a 2-D ``shape`` from numpy's global generator (the lecture's init)."""
     return np.reshape(sigma * rd.randn(shape[0] * shape[1]), shape)
 
@@ -86,13 +105,17 @@ def random_matrix(shape, sigma=0.1):
 _EPS64 = float(np.finfo(np.float64).eps)  # np.finfo costs microseconds per call
 
 
-def default_max_iter(beta):
+def default_max_iter(beta: float) -> int:
     """Trials until ``beta**i`` falls below float64 epsilon: past that ``x0 + t dx`` is ``x0``."""
     return math.ceil(math.log(_EPS64) / math.log(beta)) + 1
 
 
-def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
-                       max_iter=None, plot_file=None, f0=None):
+def block_backtracking(x0: Sequence[np.ndarray],
+                       f: Callable[[Sequence[np.ndarray]], float | np.floating],
+                       dx: Sequence[np.ndarray], df0: Sequence[np.ndarray], alpha: float = 0.1,
+                       beta: float = 0.5, verbose: bool = False, *, max_iter: int | None = None,
+                       plot_file: str | None = None,
+                       f0: float | np.floating | None = None) -> LineSearchResult:
     """Armijo backtracking along ``dx`` over blocks of variables (the lecture's).
 
     Accept the first ``t = beta**i`` with ``f(x0 + t dx) <= f(x0) + t alpha <dx, df0>``
@@ -134,7 +157,7 @@ def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
     if f0 is None:
         f0 = f(x0)
 
-    def trial(t):
+    def trial(t: float) -> tuple[list[np.ndarray], float | np.floating]:
         x = update_blocks(x0, dx, t)
         return x, f(x)
 
@@ -145,7 +168,8 @@ def block_backtracking(x0, f, dx, df0, alpha=0.1, beta=0.5, verbose=False, *,
     return res
 
 
-def armijo_setup(x0, dx, df0, alpha, beta, max_iter):
+def armijo_setup(x0: Sequence[np.ndarray], dx: Sequence[np.ndarray], df0: Sequence[np.ndarray],
+                 alpha: float, beta: float, max_iter: int | None) -> tuple[float, int]:
     """Check the arguments of a block line search; return ``(alpha <dx, df0>, max_iter)``.
 
     ``alpha <dx, df0>`` is a Python float whatever the blocks' dtype, so the
@@ -171,7 +195,9 @@ def armijo_setup(x0, dx, df0, alpha, beta, max_iter):
     return alpha * slope, max_iter
 
 
-def armijo_backtrack(f0, delta, beta, max_iter, trial):
+def armijo_backtrack(f0: float | np.floating, delta: float, beta: float, max_iter: int,
+                     trial: Callable[[float], tuple[list[np.ndarray], float | np.floating]]
+                     ) -> LineSearchResult:
     """The Armijo loop: the first ``t = beta**i`` whose ``trial(t) -> (x, fx)`` has
     ``fx`` finite and ``fx <= f0 + t delta``, as a ``LineSearchResult``.
 
@@ -190,13 +216,14 @@ def armijo_backtrack(f0, delta, beta, max_iter, trial):
     return LineSearchResult(x, fx, t, i + 1)
 
 
-def check_start(f0):
+def check_start(f0: float | np.floating) -> None:
     """Raise ``LineSearchError`` unless ``f(x0)`` is finite."""
     if not np.isfinite(f0):
         raise LineSearchError(f"f(x0) is not finite ({f0!r}); no step can satisfy Armijo")
 
 
-def no_step_error(max_iter, t, f0, fx):
+def no_step_error(max_iter: int, t: float, f0: float | np.floating,
+                  fx: float | np.floating) -> LineSearchError:
     """The ``LineSearchError`` for ``max_iter`` rejected trials, the last at step t with loss fx."""
     return LineSearchError(
         f"no step accepted in max_iter={max_iter} trials (last t={t:.3g}, "
@@ -204,7 +231,9 @@ def no_step_error(max_iter, t, f0, fx):
     )
 
 
-def _plot_line(x0, f, dx, f0, delta, alpha, plot_file):
+def _plot_line(x0: Sequence[np.ndarray], f: Callable[[Sequence[np.ndarray]], float | np.floating],
+               dx: Sequence[np.ndarray], f0: float | np.floating, delta: float, alpha: float,
+               plot_file: str | None) -> None:
     """The lecture's verbose plot: f, the Armijo line and the tangent near t = 0."""
     try:
         import matplotlib
@@ -219,7 +248,8 @@ def _plot_line(x0, f, dx, f0, delta, alpha, plot_file):
     ax.plot(s, fs)
     ax.plot(s, f0 + s * delta, "--")
     ax.plot(s, f0 + s * delta / alpha, ".")
-    ax.scatter([0], [f0])
+    # numpy's ArrayLike has no list of Python and numpy scalars mixed (f0 is either)
+    ax.scatter([0], [f0])  # type: ignore[arg-type]
     interactive = matplotlib.get_backend().lower() not in {"agg", "pdf", "svg", "ps", "cairo", "template"}
     if plot_file is None and interactive:
         plt.show()

@@ -6,7 +6,13 @@ jacobian is a structured object (``fastjac.jacobians``) holding O(N) data, and
 ``J.to_dense()`` gives exactly the dense reference's tensor.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, overload
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from fastjac import fused, kernels
 from fastjac._validate import as_float, check_affine, check_bias, check_distributions
@@ -28,9 +34,10 @@ from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
     random_matrix,
     update_blocks,
 )
+from fastjac.linesearch import _LineSearch
 
 
-def DX_affine(X, W, b):
+def DX_affine(X: ArrayLike, W: ArrayLike, b: ArrayLike) -> tuple[KronIW, tuple[int, ...]]:
     """Jacobian of ``X @ W + b`` in X: ``KronIW`` = ``I_N (x) W^T``, storing W.
 
     X (N, d), W (d, k) -> dense shape (N, k, N, d); returns ``(J, X.shape)``.
@@ -43,7 +50,7 @@ def DX_affine(X, W, b):
     return KronIW(W.astype(np.result_type(X, W), copy=False), X.shape[0]), X.shape
 
 
-def DW_affine(X, W, b):
+def DW_affine(X: ArrayLike, W: ArrayLike, b: ArrayLike) -> tuple[KronXI, tuple[int, ...]]:
     """Jacobian of ``X @ W + b`` in W: ``KronXI`` = ``X (x) I_k``, storing X.
 
     X (N, d), W (d, k) -> dense shape (N, k, d, k); returns ``(J, W.shape)``.
@@ -56,7 +63,7 @@ def DW_affine(X, W, b):
     return KronXI(X.astype(np.result_type(X, W), copy=False), W.shape[1]), W.shape
 
 
-def Db_affine(X, W, b):
+def Db_affine(X: ArrayLike, W: ArrayLike, b: ArrayLike) -> tuple[KronOneI, tuple[int, int]]:
     """Jacobian of ``X @ W + b`` in b: ``KronOneI`` = ``1_N (x) I_k``, storing its shape.
 
     X (N, d), W (d, k), b (1, k) or (k,) -> dense shape (N, k, k); returns
@@ -70,7 +77,13 @@ def Db_affine(X, W, b):
     return KronOneI(X.shape[0], W.shape[1], np.result_type(X, W, b)), (1, W.shape[1])
 
 
-def logit(z):
+@overload
+def logit(z: np.ndarray) -> NDArray[np.floating]: ...
+@overload
+def logit(z: float) -> np.floating: ...
+@overload
+def logit(z: ArrayLike) -> Any: ...
+def logit(z: ArrayLike) -> Any:
     """The logistic sigmoid ``1 / (1 + exp(-z))``, elementwise, without overflow.
 
     See Also
@@ -84,7 +97,7 @@ def logit(z):
     return out.reshape(z.shape)[()]  # [()]: a scalar for 0-d input, as numpy gives
 
 
-def Dlogit(Z):
+def Dlogit(Z: ArrayLike) -> tuple[Diagonal, tuple[int, ...]]:
     """Jacobian of the elementwise logistic: ``Diagonal(s(Z) s(-Z))``, storing (N, k).
 
     Z (N, k) -> dense shape (N, k, N, k); returns ``(J, Z.shape)``.
@@ -99,7 +112,7 @@ def Dlogit(Z):
     return Diagonal(A), Z.shape
 
 
-def softmax(z):
+def softmax(z: ArrayLike) -> NDArray[np.floating]:
     """``exp(z) / sum(exp(z))`` of a vector, shifted by its maximum.
 
     See Also
@@ -109,7 +122,7 @@ def softmax(z):
     return matrix_softmax(as_float(z, "z", 1)[None, :])[0]
 
 
-def matrix_softmax(Z):
+def matrix_softmax(Z: ArrayLike) -> NDArray[np.floating]:
     """Softmax of each row, shifted by the row maximum: Z (N, m) -> (N, m).
 
     See Also
@@ -122,7 +135,7 @@ def matrix_softmax(Z):
     return V
 
 
-def Dmatrix_softmax(Z):
+def Dmatrix_softmax(Z: ArrayLike) -> tuple[SoftmaxJacobian, tuple[int, ...]]:
     """Jacobian of the row-wise softmax: ``SoftmaxJacobian``, the ``BlockDiagonal`` of
     ``diag(v) - v v^T`` per row, storing only ``v = matrix_softmax(Z)``.
 
@@ -136,7 +149,7 @@ def Dmatrix_softmax(Z):
     return SoftmaxJacobian(V), V.shape
 
 
-def cross_entropy(P, Q):
+def cross_entropy(P: ArrayLike, Q: ArrayLike) -> np.floating:
     """Mean cross-entropy ``-sum(P * log(Q)) / N`` of P, Q (N, m) -> scalar.
 
     See Also
@@ -147,7 +160,7 @@ def cross_entropy(P, Q):
     return -np.sum(P * np.log(Q)) / P.shape[0]
 
 
-def DQcross_entropy(P, Q):
+def DQcross_entropy(P: ArrayLike, Q: ArrayLike) -> tuple[CrossEntropyGradient, tuple[int, ...]]:
     """Jacobian of ``cross_entropy(P, Q)`` in Q: ``CrossEntropyGradient``, storing P and Q.
 
     Dense (N, m): ``-P / Q / N``. ``chain_rule`` of it with ``Dmatrix_softmax``
@@ -162,7 +175,11 @@ def DQcross_entropy(P, Q):
     return CrossEntropyGradient(P, Q), Q.shape
 
 
-def _network_args(X, Y, var):
+# The network's arrays as the fused kernels take them: X, Y, W1, b1 (k,), W2, b2 (m,)
+_NetworkArgs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _network_args(X: ArrayLike, Y: ArrayLike, var: Sequence[ArrayLike]) -> _NetworkArgs:
     """Validate the network's data and blocks; return them contiguous in one dtype."""
     X, Y = as_float(X, "X", 2), as_float(Y, "Y", 2)
     if Y.shape[0] != X.shape[0]:
@@ -177,7 +194,9 @@ def _network_args(X, Y, var):
     return c(X), c(Y), c(W1), c(b1).ravel(), c(W2), c(b2).ravel()
 
 
-def _layer_args(X, var):
+def _layer_args(X: ArrayLike, var: Sequence[ArrayLike]) -> tuple[
+        NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
+        NDArray[np.floating]]:
     """Validate X (N, d) and the blocks [W1 (d, k), b1, W2 (k, m), b2] against each other."""
     if len(var) != 4:
         raise ValueError(f"var must be the 4 blocks [W1, b1, W2, b2], got {len(var)} blocks")
@@ -190,7 +209,7 @@ def _layer_args(X, var):
     return X, W1, b1, W2, check_bias(b2, W2, "b2", "W2")
 
 
-def nn_predict(X, var):
+def nn_predict(X: ArrayLike, var: Sequence[ArrayLike]) -> NDArray[np.int64]:
     """Predicted class of each row of X (N, d): ``argmax`` over the network's outputs, (N,) int64.
 
     The argmax of ``logit(X @ W1 + b1) @ W2 + b2`` by a fused kernel: the
@@ -207,7 +226,7 @@ def nn_predict(X, var):
     return fused.predict(c(X), c(W1), c(b1).ravel(), c(W2), c(b2).ravel())
 
 
-def nn_loss_closure(X, Y):
+def nn_loss_closure(X: ArrayLike, Y: ArrayLike) -> Callable[[Sequence[np.ndarray]], float]:
     """``f(var)``: the network's mean cross-entropy by a fused Numba kernel.
 
     ``cross_entropy(Y, matrix_softmax(logit(X @ W1 + b1) @ W2 + b2))`` taken
@@ -220,13 +239,14 @@ def nn_loss_closure(X, Y):
 
     args = _repeated_network_args(X, Y)
 
-    def f(var):
+    def f(var: Sequence[np.ndarray]) -> float:
         return float(fused.nn_loss(*args(var)))
 
     return f
 
 
-def nn_loss_gradient_closure(X, Y):
+def nn_loss_gradient_closure(X: np.ndarray, Y: ArrayLike
+                             ) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
     """``df(var) -> [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)]`` by structured chain rule.
 
     The lecture's gradient code line for line; each ``D_*`` is structured and
@@ -237,7 +257,7 @@ def nn_loss_gradient_closure(X, Y):
     fastjac.dense.nn_loss_gradient_closure
     """
 
-    def df(var):
+    def df(var):  # type: (Sequence[np.ndarray]) -> list[np.ndarray]
         _network_args(X, Y, var)
         # Activation of first layer
         Z1 = (X @ var[0]) + var[1]
@@ -276,7 +296,26 @@ def nn_loss_gradient_closure(X, Y):
     return df
 
 
-def nn_loss_and_gradient_closure(X, Y, *, classes=False):
+# fg's results: (loss, gradient blocks), and with classes=True the predicted classes too
+_LossGrad = tuple[float, list[np.ndarray]]
+_LossGradClasses = tuple[float, list[np.ndarray], NDArray[np.int64]]
+
+
+@overload
+def nn_loss_and_gradient_closure(
+    X: ArrayLike, Y: ArrayLike, *, classes: Literal[False] = False
+) -> Callable[[Sequence[np.ndarray]], _LossGrad]: ...
+@overload
+def nn_loss_and_gradient_closure(
+    X: ArrayLike, Y: ArrayLike, *, classes: Literal[True]
+) -> Callable[[Sequence[np.ndarray]], _LossGradClasses]: ...
+@overload
+def nn_loss_and_gradient_closure(
+    X: ArrayLike, Y: ArrayLike, *, classes: bool = False
+) -> Callable[[Sequence[np.ndarray]], _LossGrad | _LossGradClasses]: ...
+def nn_loss_and_gradient_closure(
+    X: ArrayLike, Y: ArrayLike, *, classes: bool = False
+) -> Callable[[Sequence[np.ndarray]], _LossGrad | _LossGradClasses]:
     """``fg(var) -> (loss, [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)])`` in one fused pass.
 
     The values of ``nn_loss_closure`` and ``nn_loss_gradient_closure`` (to
@@ -294,7 +333,7 @@ def nn_loss_and_gradient_closure(X, Y, *, classes=False):
 
     args = _repeated_network_args(X, Y)
 
-    def fg(var):
+    def fg(var: Sequence[np.ndarray]) -> _LossGrad | _LossGradClasses:
         a = args(var)
         if not classes:
             loss, grad = fused.nn_loss_and_gradient(*a)
@@ -306,7 +345,12 @@ def nn_loss_and_gradient_closure(X, Y, *, classes=False):
     return fg
 
 
-def _repeated_network_args(X, Y):
+# Each block's (shape, dtype, C-contiguous): what decides that a block passes the checks as it is
+_Layout = tuple[tuple[tuple[int, ...], np.dtype, bool], ...]
+
+
+def _repeated_network_args(X: ArrayLike, Y: ArrayLike
+                           ) -> Callable[[Sequence[np.ndarray]], _NetworkArgs]:
     """``args(var)``, equal to ``_network_args(X, Y, var)`` but cheap when called again.
 
     A closure's X and Y never change, so once a call has validated them and
@@ -315,14 +359,14 @@ def _repeated_network_args(X, Y):
     would pass the same checks: it returns the blocks as they are (about 1 us
     instead of 6, a tenth of a small fused call).
     """
-    seen = [None]
+    seen: list[tuple[_Layout, np.ndarray, np.ndarray] | None] = [None]
 
-    def layout(var):
+    def layout(var: Sequence[np.ndarray]) -> _Layout | None:
         if len(var) != 4 or any(type(v) is not np.ndarray for v in var):
             return None
         return tuple((v.shape, v.dtype, v.flags.c_contiguous) for v in var)
 
-    def args(var):
+    def args(var: Sequence[np.ndarray]) -> _NetworkArgs:
         key = layout(var)
         last = seen[0]
         if key is not None and last is not None and last[0] == key:
@@ -337,7 +381,7 @@ def _repeated_network_args(X, Y):
     return args
 
 
-def nn_line_search_closure(X, Y):
+def nn_line_search_closure(X: ArrayLike, Y: ArrayLike) -> _LineSearch:
     """``ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None)``: ``block_backtracking`` on the loss.
 
     Accepts the same step as ``block_backtracking(x0, nn_loss_closure(X, Y),
@@ -362,21 +406,25 @@ def nn_line_search_closure(X, Y):
     f = nn_loss_closure(X, Y)
     x_args, dx_args = _repeated_network_args(X, Y), _repeated_network_args(X, Y)
     last_trials = [1]  # the previous search's accepted trial: the next one's first batch
-    cache = [None]  # X and Y are fixed, so one LineLoss serves every call of the same layout
+    # X and Y are fixed, so one LineLoss serves every call of the same layout
+    cache: list[fused.LineLoss | None] = [None]
 
-    def line_loss(Xc, Yc, W1, b1, dW1, db1):
+    def line_loss(Xc: np.ndarray, Yc: np.ndarray, W1: np.ndarray, b1: np.ndarray,
+                  dW1: np.ndarray, db1: np.ndarray) -> fused.LineLoss:
         line = cache[0]
         if (line is not None and line.X is Xc and line.Y is Yc
                 and line.ZPT.shape[0] == 2 * W1.shape[1]):
             return line.move_to(W1, b1, dW1, db1)
-        cache[0] = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1)
-        return cache[0]
+        cache[0] = line = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1)
+        return line
 
-    def ls(x0, dx, df0, alpha=0.1, beta=0.5, max_iter=None, *, f0=None):
+    def ls(x0: Sequence[np.ndarray], dx: Sequence[np.ndarray], df0: Sequence[np.ndarray],
+           alpha: float = 0.1, beta: float = 0.5, max_iter: int | None = None, *,
+           f0: float | np.floating | None = None) -> LineSearchResult:
         delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
         Xc, Yc, W1, b1, W2, b2 = x_args(x0)
         if not fused.precompute_line(*Xc.shape, *W2.shape):
-            def trial(t):
+            def trial(t: float) -> tuple[list[np.ndarray], float]:
                 x = update_blocks(x0, dx, t)
                 return x, f(x)
 
@@ -402,10 +450,10 @@ def nn_line_search_closure(X, Y):
             x = [xi + t * di for xi, di in zip(x0, dx)]
             return LineSearchResult(x, fx, t, i + 1)
 
-        def trial(t):
+        def line_trial(t: float) -> tuple[list[np.ndarray], float]:
             x = update_blocks(x0, dx, t)
             return x, line(t, c(x[2]), c(x[3]).ravel())
 
-        return armijo_backtrack(f0, delta, beta, max_iter, trial)
+        return armijo_backtrack(f0, delta, beta, max_iter, line_trial)
 
     return ls

@@ -10,13 +10,19 @@ identical: the lecture evaluates the gradient twice per step (``dx(x)`` and
 memory grows as N^2 k^2 and is checked against a budget before the run.
 """
 
+from __future__ import annotations
+
 import math
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
+from typing import Any, TextIO
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fastjac.budget import (  # noqa: F401  (re-exported: the train API's names too)
     BUDGET_ENV,
@@ -31,6 +37,7 @@ from fastjac.budget import (  # noqa: F401  (re-exported: the train API's names 
 from fastjac import budget
 from fastjac.data import NUM_EXAMPLES, NUM_FEATURES, NUM_LABELS, load_breast_cancer_data
 from fastjac.data import standardize as standardize_columns
+from fastjac.linesearch import _LineSearch
 
 IMPLS = ("structured", "dense")
 
@@ -48,13 +55,14 @@ class DenseMemoryWarning(UserWarning):
 
 # ---------------------------------------------------------------- memory of the dense run
 
-def default_dense_budget():
+def default_dense_budget() -> int:
     """The dense budget (``fastjac.budget.get_dense_budget``): ``fastjac.set_dense_budget``'s,
     else ``$FASTJAC_DENSE_BUDGET`` (e.g. ``8GiB``), else 4 GiB."""
     return get_dense_budget()
 
 
-def check_dense_memory(train_rows, hidden, budget=None, dims=NUM_FEATURES):
+def check_dense_memory(train_rows: int, hidden: int, budget: int | None = None,
+                       dims: int = NUM_FEATURES) -> tuple[int, str | None]:
     """Raise ``DenseMemoryError`` above ``budget``; return ``(bytes, message)`` otherwise.
 
     ``message`` is ``None`` below ``DENSE_WARN_BYTES`` and otherwise says how
@@ -91,21 +99,21 @@ class Step:
 class History:
     """What ``train`` returns: the per-step records, the test accuracy and the final params."""
 
-    config: dict
-    steps: list = field(default_factory=list)
+    config: dict[str, Any]
+    steps: list[Step] = field(default_factory=list)
     test_accuracy: float = float("nan")
-    params: list = field(default_factory=list)
+    params: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
-    def losses(self):
+    def losses(self) -> NDArray[np.float64]:
         return np.array([s.loss for s in self.steps])
 
     @property
-    def train_accuracies(self):
+    def train_accuracies(self) -> NDArray[np.float64]:
         return np.array([s.train_accuracy for s in self.steps])
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready: config, steps (dicts), test_accuracy, params (nested lists), seconds."""
         return {
             "config": dict(self.config),
@@ -119,10 +127,12 @@ class History:
 
 # ---------------------------------------------------------------- the run
 
-def check_config(impl, steps, hidden, train_rows, seed, alpha, beta, max_iter=None):
+def check_config(impl: str, steps: int, hidden: int, train_rows: int, seed: int, alpha: float,
+                 beta: float, max_iter: int | None = None) -> None:
     """Raise ``ValueError`` naming the first bad setting (shared with the command line)."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    value: float  # the counts below, then alpha and beta
     for name, value, low in (("steps", steps, 1), ("hidden", hidden, 1)):
         if not _is_int(value) or value < low:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -138,11 +148,12 @@ def check_config(impl, steps, hidden, train_rows, seed, alpha, beta, max_iter=No
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
 
 
-def _is_int(v):
+def _is_int(v: object) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def _module(impl):
+def _module(impl: str) -> ModuleType:
+    module: ModuleType
     if impl == "dense":
         from fastjac import dense as module
     else:
@@ -150,7 +161,8 @@ def _module(impl):
     return module
 
 
-def closures(module, X, Y, classes=False):
+def closures(module: ModuleType, X: np.ndarray, Y: np.ndarray, classes: bool = False
+             ) -> tuple[Callable[[Sequence[np.ndarray]], tuple[Any, ...]], _LineSearch]:
     """``(fg, ls)``: loss-and-gradient and line search on (X, Y) from ``module``.
 
     ``fg(var) -> (loss, grads)`` (plus the predicted classes with ``classes``);
@@ -161,20 +173,22 @@ def closures(module, X, Y, classes=False):
             module.nn_line_search_closure(X, Y))
 
 
-def percent_correct(predicted, targets):
+def percent_correct(predicted: np.ndarray, targets: np.ndarray) -> float:
     """The lecture's accuracy: percent of rows whose predicted class is the target."""
     # The lecture's formula, kept so the printed %.1f rounds the same way.
     return 100 * (1 - np.count_nonzero(predicted - targets) / len(targets))
 
 
-def accuracy(module, X, targets, var):
+def accuracy(module: ModuleType, X: np.ndarray, targets: np.ndarray,
+             var: Sequence[np.ndarray]) -> float:
     """Percent of rows whose predicted class (``module.nn_predict``) is the target."""
     return percent_correct(module.nn_predict(X, var), targets)
 
 
-def train(impl="structured", steps=100, hidden=20, train_rows=400, seed=1234,
-          alpha=0.1, beta=0.5, standardize=False, *, max_iter=None, dense_budget=None,
-          verbose=True, file=None, callback=None):
+def train(impl: str = "structured", steps: int = 100, hidden: int = 20, train_rows: int = 400,
+          seed: int = 1234, alpha: float = 0.1, beta: float = 0.5, standardize: bool = False, *,
+          max_iter: int | None = None, dense_budget: int | None = None, verbose: bool = True,
+          file: TextIO | None = None, callback: Callable[[Step], object] | None = None) -> History:
     """Train the lecture's network by block Armijo backtracking; print the lecture's lines.
 
     With the defaults this is the lecture's run: ``numpy.random.seed(1234)``,

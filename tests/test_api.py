@@ -121,3 +121,26 @@ def test_the_gradient_code_is_the_lectures_line_for_line(mod):
     ours, theirs = code_lines(mod.nn_loss_gradient_closure), code_lines(lecture.nn_loss_gradient_closure)
     assert len(ours) == len(theirs) + 1 and ours[1:] == theirs, ours[:1]
     assert ours[0] in ("_network_args(X, Y, var)", "_check_gradient_memory(X, Y, var)")
+
+
+def test_all_lists_the_public_api_and_help_shows_it():
+    import pydoc
+
+    assert len(fastjac.__all__) == len(set(fastjac.__all__))
+    for name in fastjac.__all__:
+        assert hasattr(fastjac, name), name
+    # every public function of the structured module and every Jacobian class is listed
+    from fastjac import jacobians
+
+    assert public_functions(structured) <= set(fastjac.__all__)
+    assert set(jacobians.__all__) <= set(fastjac.__all__)
+    text = pydoc.render_doc(fastjac, renderer=pydoc.plaintext)
+    assert "FUNCTIONS" in text and "CLASSES" in text
+    for name in ("chain_rule", "nn_loss_and_gradient_closure", "set_dense_budget", "SoftmaxJacobian"):
+        assert name in text, name
+
+
+def test_the_package_is_typed():
+    from pathlib import Path
+
+    assert (Path(fastjac.__file__).parent / "py.typed").is_file()

@@ -1,0 +1,21 @@
+"""The README's Python examples run as written, without a single warning."""
+
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_the_readme_has_examples():
+    assert EXAMPLES and "nn_loss_gradient_closure" in EXAMPLES[0]
+
+
+@pytest.mark.parametrize("index", range(len(EXAMPLES)))
+def test_readme_example_runs_without_warnings(index, global_seed):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(EXAMPLES[index], f"README.md example {index}", "exec"), {})
