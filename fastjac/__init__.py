@@ -2,7 +2,8 @@
 
 ``import fastjac`` gives the structured implementation's names at top level
 (``fastjac.chain_rule``, ``fastjac.Dlogit``, ...); ``fastjac.dense`` is the
-lecture's dense reference with the same names and signatures. Structured
+lecture's dense reference with the same names and signatures. ``fastjac.MLP`` is a
+network of any depth with scikit-learn's activations and losses. Structured
 Jacobians (``fastjac.Diagonal``, ...) are linear operators (``J @ v``,
 ``J.T``, ``J.aslinearoperator()``); densifying any of them, or building the
 dense reference's tensors, is checked against one memory budget
@@ -30,7 +31,9 @@ from fastjac.jacobians import (
     SoftmaxJacobian,
     Transposed,
 )
+from fastjac.mlp import MLP
 from fastjac.structured import (
+    Dactivation,
     DQcross_entropy,
     DW_affine,
     DX_affine,
@@ -38,6 +41,7 @@ from fastjac.structured import (
     Dlogit,
     Dmatrix_softmax,
     LineSearchError,
+    activation,
     LineSearchResult,
     block_backtracking,
     block_norm,
@@ -65,7 +69,9 @@ __all__ = [
     "chain_rule", "DX_affine", "DW_affine", "Db_affine", "logit", "Dlogit", "softmax",
     "matrix_softmax", "Dmatrix_softmax", "cross_entropy", "DQcross_entropy",
     "nn_loss_closure", "nn_loss_gradient_closure", "nn_loss_and_gradient_closure",
-    "nn_line_search_closure", "nn_predict",
+    "nn_line_search_closure", "nn_predict", "activation", "Dactivation",
+    # networks of any depth
+    "MLP",
     "block_backtracking", "block_norm", "negate_blocks", "update_blocks", "random_matrix",
     "LineSearchError", "LineSearchResult",
     # structured Jacobians

@@ -1,7 +1,17 @@
 """The one place that sets fastjac's Numba policy.
 
-* ``cache=True``: compiled machine code is written next to the module (or to
-  ``NUMBA_CACHE_DIR``) so a second process skips compilation.
+* ``cache=True``, in a directory of its own keyed by a hash of fastjac's
+  kernel sources (``CACHE_DIR``): Numba's cache checks only the file that
+  defines a kernel, so an edited callee in another file would keep a stale
+  kernel alive; with the key, an edit to any module with kernels gives a
+  fresh cache.
+  It lives under ``$NUMBA_CACHE_DIR`` when that is set (an empty directory
+  there is a cold start), else next to the package, else in ``~/.cache``.
+* Kernels (``@kernel``) are the functions Python calls; helpers they call
+  (``@inline``) are inlined into them by Numba, so each kernel is one
+  compilation (a separately compiled helper costs about 0.2 s of LLVM each).
+  Kernels take run-time codes (activation, loss, flags), never one
+  specialisation per network: a new depth or width compiles nothing.
 * ``error_model="numpy"``: division by zero gives inf/nan like numpy instead of
   raising inside a kernel.
 * ``fastmath`` only with flags that keep NaN/Inf semantics: contraction and
@@ -17,10 +27,14 @@ threading layer) as described next to it.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numba
+import numba.core.config
 
 FASTMATH = frozenset({"contract", "reassoc", "nsz", "arcp"})
 FASTMATH_CONTRACT = frozenset({"contract"})
@@ -32,31 +46,31 @@ FASTMATH_CONTRACT = frozenset({"contract"})
 # the loss alone 1.22x, 0.83-0.88x, 0.68-0.72x, ~0.6x. The crossover is ~100k.
 PARALLEL_MIN_ELEMENTS = 100_000
 
-# max(d k, k m) at and above which the fused kernels walk row blocks in one thread and
-# let BLAS thread each block's GEMMs, instead of one row chunk per Numba
-# thread. Measured at N = 20,000, 2 chunks against serial: d x k = 30x20,
-# 30x32, 40x40, 48x48, 30x64, 64x20, 128x20, 8x128, 16x128, 30x128 (d k up to
-# 3840): chunks 0.5-0.75x; 64x64: 1.2-1.5x; 128x128, 256x128, 256x256:
-# 1.35-1.6x (BLAS threads inside Numba threads fight for the 2 cores).
-WIDE_MIN_ELEMENTS = 4096
-
 # Rows per block when serial (small N): scratch is O(BLOCK_ROWS * (k + m)).
-# Wide (d, k, m = 256, 512, 10, N = 40,000): 256 rows -> 1.12-1.21x the time
-# of its GEMMs alone, 512 -> 1.06-1.17x, 768 -> 1.10-1.13x, 1024 -> 1.06-1.16x;
-# 512 keeps the scratch at 4 MB.
 BLOCK_ROWS = 256
-WIDE_BLOCK_ROWS = 512
 
-# Row chunks: blocks as large as possible (30x20, N = 400,000: 256 rows ->
-# 49-74 ms, 512 -> 48-58 ms, 1024 -> 35-50 ms) while every GEMM of a block has
-# B d k <= BLAS_SMALL_MNK. OpenBLAS (scipy's build, SkylakeX kernels) runs
-# such a GEMM through its single-threaded small-matrix kernel; one row more
-# and two Numba threads calling it at once got 4-10x slower. Measured cliffs
-# at N = 20,000, 2 chunks: d, k = 30, 20: 1600 rows 2.1 ms, 1700 rows 10.5 ms;
-# 128, 20: 384 -> 4.0 ms, 400 -> 20 ms; 30, 128: 256 -> 9.5 ms, 264 -> 40 ms;
-# 40, 40: 620 -> 3.6 ms, 640 -> 22 ms: exactly where B d k passes 1e6.
+# Row chunks: blocks whose scratch (2 sum(hidden) + m + 4 values a row) stays near
+# CHUNK_SCRATCH_BYTES, at most CHUNK_BLOCK_ROWS rows, and whose every GEMM (block x
+# n_{l-1} x n_l multiply-adds) stays below BLAS_THREAD_MIN_MNK: OpenBLAS threads a
+# GEMM from 4 x 65536 multiply-adds on (its GEMM_MULTITHREAD_THRESHOLD), and BLAS
+# threads inside the chunks' threads both fight for the cores and make the rounding
+# depend on which thread BLAS runs on. Measured on the 2-core AMD EPYC (Zen 3), 2
+# chunks, loss and gradient: 30-20-2 at N = 400,000: 128 rows 91 ms, 218 -> 88,
+# 256 -> 87, 436 (the GEMM cap) -> 86; 64-128-64-10 (tanh) at N = 100,000: 15 rows
+# 355 ms, 31 (the cap) -> 291; against 470 ms for one thread with BLAS threading
+# blocks of 512.
+CHUNK_SCRATCH_BYTES = 1 << 20
 CHUNK_BLOCK_ROWS = 1024
-BLAS_SMALL_MNK = 1_000_000
+BLAS_THREAD_MIN_MNK = 4 * 65536
+
+# Layers so wide that the GEMM cap leaves fewer rows than this a block walk the rows
+# in one thread, blocks of WIDE_BLOCK_ROWS, and let BLAS thread each GEMM. Measured:
+# 256-512-10 (N = 40,000) 1 row a chunk block 5962 ms, 256 rows (BLAS threading inside
+# the chunks) 1194 ms, one thread with BLAS threads 709 ms; 784-128-10 (N = 20,000)
+# 2 rows 747 ms, one thread 168 ms. 64-128-64-10 (cap 31 rows) stays chunked (291 ms
+# against 470).
+MIN_CHUNK_BLOCK_ROWS = 16
+WIDE_BLOCK_ROWS = 512
 
 # Inputs d from which the fused line search computes the first layer along the
 # line once (``[X W1 + b1 | X dW1 + db1]``, 1.5-1.9 loss evaluations) so that
@@ -80,17 +94,63 @@ LINESEARCH_MAX_HELD = 1 << 20
 LINE_PARALLEL_MIN_ELEMENTS = 5000
 
 
+def _source_key() -> str:
+    """A hash of the package's kernel sources: every module that defines kernels or the
+    helpers they inline (``@kernel``, ``@inline``, ``@intrinsic``), and this policy."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        text = path.read_bytes()
+        if path.name == "_jit.py" or any(tag in text for tag in (b"@kernel", b"@inline",
+                                                                   b"@intrinsic")):
+            digest.update(path.name.encode())
+            digest.update(text)
+    return digest.hexdigest()[:16]
+
+
+def _cache_dir() -> str:
+    """Where compiled kernels are cached: ``<base>/fastjac-<source hash>``."""
+    name = f"fastjac-{_source_key()}"
+    user = os.environ.get("NUMBA_CACHE_DIR")
+    if user:
+        return os.path.join(user, name)
+    package_cache = Path(__file__).resolve().parent / "__pycache__"
+    try:
+        package_cache.mkdir(exist_ok=True)
+        if os.access(package_cache, os.W_OK):
+            return str(package_cache / name)
+    except OSError:
+        pass
+    return os.path.join(os.path.expanduser("~"), ".cache", "fastjac", name)
+
+
+CACHE_DIR = _cache_dir()
+_CONFIG: Any = numba.core.config  # its settings are set at run time (no stubs for them)
+
+
 def kernel(fn: Callable[..., Any] | None = None, *, parallel: bool = False,
            fastmath: frozenset[str] = FASTMATH) -> Any:
-    """Compile ``fn`` with fastjac's policy (``@kernel`` or ``@kernel(parallel=True)``)."""
+    """Compile ``fn`` with fastjac's policy and cache it in ``CACHE_DIR``
+    (``@kernel`` or ``@kernel(fastmath=...)``)."""
 
     def wrap(f: Callable[..., Any]) -> Any:
-        return numba.njit(
-            cache=True,
-            error_model="numpy",
-            fastmath=set(fastmath),
-            parallel=parallel,
-            nogil=True,
-        )(f)
+        # Numba's cache locator reads CACHE_DIR when the dispatcher is made; set it
+        # for fastjac's own kernels only, not for other code in the process.
+        saved = _CONFIG.CACHE_DIR
+        _CONFIG.CACHE_DIR = CACHE_DIR
+        try:
+            return numba.njit(cache=True, error_model="numpy", fastmath=set(fastmath),
+                              nogil=True, parallel=parallel)(f)
+        finally:
+            _CONFIG.CACHE_DIR = saved
 
     return wrap(fn) if fn is not None else wrap
+
+
+def inline(fn: Callable[..., Any]) -> Any:
+    """A helper inlined (Numba IR) into the kernels that call it: no compilation of its own.
+
+    Inlined code takes the calling kernel's fastmath flags; code whose
+    rounding is designed stays a ``@kernel`` with its own flags.
+    """
+    return numba.njit(inline="always", error_model="numpy", fastmath=set(FASTMATH),
+                      nogil=True)(fn)

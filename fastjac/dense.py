@@ -49,7 +49,7 @@ from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
 )
 from fastjac.linesearch import _LineSearch
 from fastjac._validate import as_float, check_affine, check_chain_axes
-from fastjac import budget
+from fastjac import activations, budget
 
 
 def chain_rule(Dg: ArrayLike, Df: ArrayLike, var_shape: Sequence[int]) -> np.ndarray:
@@ -171,6 +171,35 @@ def Dlogit(Z: ArrayLike) -> tuple[np.ndarray, tuple[int, ...]]:
     A = logit(Z) * logit(-Z)
     n = Z.size
     D.reshape(n, n)[np.arange(n), np.arange(n)] = A.ravel()
+    return D, Z.shape
+
+
+def activation(Z: ArrayLike, name: str) -> NDArray[np.floating]:
+    """A hidden activation by scikit-learn's name (``fastjac.activations``), elementwise:
+    its textbook formula (``logistic`` is ``logit``).
+
+    See Also
+    --------
+    fastjac.structured.activation
+    """
+    return activations.get(name).value(as_float(Z, "Z"))
+
+
+def Dactivation(Z: ArrayLike, name: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Jacobian of an elementwise activation: ``D[i, j, i, j] = f'(Z[i, j])``, zero elsewhere.
+
+    Z (N, k) -> D (N, k, N, k); returns ``(D, Z.shape)``. ``Dactivation(Z, "logistic")``
+    is ``Dlogit(Z)``.
+
+    See Also
+    --------
+    fastjac.structured.Dactivation
+    """
+    Z = as_float(Z, "Z", 2)
+    slope = activations.get(name).slope
+    D = _zeros(Z.shape + Z.shape, Z.dtype, "Dactivation")
+    n = Z.size
+    D.reshape(n, n)[np.arange(n), np.arange(n)] = slope(Z).ravel()
     return D, Z.shape
 
 

@@ -8,13 +8,14 @@ jacobian is a structured object (``fastjac.jacobians``) holding O(N) data, and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fastjac import fused, kernels
+from fastjac import activations, kernels
 from fastjac._validate import as_float, check_affine, check_bias, check_distributions
 from fastjac.chain import chain_rule  # noqa: F401
 from fastjac.jacobians import (
@@ -35,6 +36,7 @@ from fastjac.linesearch import (  # noqa: F401  (shared, Jacobian-free)
     update_blocks,
 )
 from fastjac.linesearch import _LineSearch
+from fastjac.mlp import MLP
 
 
 def DX_affine(X: ArrayLike, W: ArrayLike, b: ArrayLike) -> tuple[KronIW, tuple[int, ...]]:
@@ -112,6 +114,38 @@ def Dlogit(Z: ArrayLike) -> tuple[Diagonal, tuple[int, ...]]:
     return Diagonal(A), Z.shape
 
 
+def activation(Z: ArrayLike, name: str) -> NDArray[np.floating]:
+    """A hidden activation by scikit-learn's name (``fastjac.activations``), elementwise, by
+    the kernels' scalar functions (no overflow; the fused kernels' values).
+
+    See Also
+    --------
+    fastjac.dense.activation
+    """
+    return _activation_and_slope(Z, name)[0]
+
+
+def Dactivation(Z: ArrayLike, name: str) -> tuple[Diagonal, tuple[int, ...]]:
+    """Jacobian of an elementwise activation: ``Diagonal(f'(Z))``, storing (N, k).
+
+    Z (N, k) -> dense shape (N, k, N, k); returns ``(J, Z.shape)``.
+
+    See Also
+    --------
+    fastjac.dense.Dactivation
+    """
+    Z = as_float(Z, "Z", 2)
+    return Diagonal(_activation_and_slope(Z, name)[1]), Z.shape
+
+
+def _activation_and_slope(Z: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    code = activations.get(name).code
+    Zc = np.ascontiguousarray(as_float(Z, "Z"))
+    A, D = np.empty_like(Zc), np.empty_like(Zc)
+    activations.activation_values(code, Zc.reshape(-1), A.reshape(-1), D.reshape(-1))
+    return A, D
+
+
 def softmax(z: ArrayLike) -> NDArray[np.floating]:
     """``exp(z) / sum(exp(z))`` of a vector, shifted by its maximum.
 
@@ -175,74 +209,81 @@ def DQcross_entropy(P: ArrayLike, Q: ArrayLike) -> tuple[CrossEntropyGradient, t
     return CrossEntropyGradient(P, Q), Q.shape
 
 
-# The network's arrays as the fused kernels take them: X, Y, W1, b1 (k,), W2, b2 (m,)
-_NetworkArgs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-
-
-def _network_args(X: ArrayLike, Y: ArrayLike, var: Sequence[ArrayLike]) -> _NetworkArgs:
-    """Validate the network's data and blocks; return them contiguous in one dtype."""
-    X, Y = as_float(X, "X", 2), as_float(Y, "Y", 2)
-    if Y.shape[0] != X.shape[0]:
-        raise ValueError(f"X and Y must have the same number of rows, got X {X.shape} and Y {Y.shape}")
-    if X.shape[0] == 0:
-        raise ValueError("X and Y have no rows (N=0): the mean cross-entropy is undefined")
-    X, W1, b1, W2, b2 = _layer_args(X, var)
-    if W2.shape[1] != Y.shape[1]:
+def _network_args(X: ArrayLike, Y: ArrayLike, var: Sequence[ArrayLike]) -> None:
+    """Check the lecture's network's data and blocks (``MLP``'s errors)."""
+    Y = as_float(Y, "Y", 2)
+    W2 = as_float(var[2], "W2", 2) if len(var) == 4 else None
+    net = _lecture_net(X, var)
+    if W2 is not None and Y.shape[1:] != W2.shape[1:]:
         raise ValueError(f"W2 has shape {W2.shape} but Y has {Y.shape[1]} columns")
-    dtype = np.result_type(X, Y, W1, b1, W2, b2)
-    c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-    return c(X), c(Y), c(W1), c(b1).ravel(), c(W2), c(b2).ravel()
+    net._data(X, Y, None)
 
 
-def _layer_args(X: ArrayLike, var: Sequence[ArrayLike]) -> tuple[
-        NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.floating],
-        NDArray[np.floating]]:
-    """Validate X (N, d) and the blocks [W1 (d, k), b1, W2 (k, m), b2] against each other."""
+def _lecture_net(X: ArrayLike, var: Sequence[ArrayLike]) -> MLP:
+    """``MLP([d, k, m], "logistic")``, the lecture's network, for these blocks."""
     if len(var) != 4:
         raise ValueError(f"var must be the 4 blocks [W1, b1, W2, b2], got {len(var)} blocks")
-    W1, b1, W2, b2 = var
-    X, W1, b1 = check_affine(X, W1, b1, ("X", "W1", "b1"))
-    W2 = as_float(W2, "W2", 2)
+    W1, W2 = as_float(var[0], "W1", 2), as_float(var[2], "W2", 2)
+    X = as_float(X, "X", 2)
+    if W1.shape[0] != X.shape[1]:
+        raise ValueError(f"X has {X.shape[1]} columns (shape {X.shape}) but W1 has shape "
+                         f"{W1.shape}: X @ W1 needs X with {W1.shape[0]} columns")
     if W2.shape[0] != W1.shape[1]:
         raise ValueError(f"W2 has shape {W2.shape} but W1 of shape {W1.shape} gives "
                          f"{W1.shape[1]} hidden units; W2 needs {W1.shape[1]} rows")
-    return X, W1, b1, W2, check_bias(b2, W2, "b2", "W2")
+    net = _net(W1.shape[0], W1.shape[1], W2.shape[1])
+    net._blocks(var)
+    return net
+
+
+@functools.cache
+def _net(d: int, k: int, m: int) -> MLP:
+    return MLP([d, k, m], activation="logistic")
+
+
+def _closure(X: ArrayLike, Y: ArrayLike, make: Callable[[MLP], Any]) -> Callable[..., Any]:
+    """A closure of the lecture's network: ``make(MLP([d, k, m], "logistic"))`` for the shapes
+    of the blocks it is called with, made (and the lecture's checks run) once per shape."""
+    made: dict[tuple[tuple[int, ...], ...], Any] = {}
+
+    def call(var: Sequence[ArrayLike], *rest: Any, **kw: Any) -> Any:
+        key = tuple(np.shape(v) for v in var)
+        fn = made.get(key)
+        if fn is None:
+            _network_args(X, Y, var)
+            fn = made[key] = make(_lecture_net(X, var))
+        return fn(var, *rest, **kw)
+
+    return call
 
 
 def nn_predict(X: ArrayLike, var: Sequence[ArrayLike]) -> NDArray[np.int64]:
     """Predicted class of each row of X (N, d): ``argmax`` over the network's outputs, (N,) int64.
 
-    The argmax of ``logit(X @ W1 + b1) @ W2 + b2`` by a fused kernel: the
-    softmax is increasing, so it is the class ``fastjac.dense.nn_predict``
-    picks from the probabilities (ties as ``np.argmax``: the first).
+    The argmax of ``logit(X @ W1 + b1) @ W2 + b2`` by a fused kernel
+    (``MLP.predict_classes``): the softmax is increasing, so it is the class
+    ``fastjac.dense.nn_predict`` picks from the probabilities (ties as
+    ``np.argmax``: the first).
 
     See Also
     --------
     fastjac.dense.nn_predict
     """
-    X, W1, b1, W2, b2 = _layer_args(X, var)
-    dtype = np.result_type(X, W1, b1, W2, b2)
-    c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-    return fused.predict(c(X), c(W1), c(b1).ravel(), c(W2), c(b2).ravel())
+    return _lecture_net(X, var).predict_classes(X, var)
 
 
 def nn_loss_closure(X: ArrayLike, Y: ArrayLike) -> Callable[[Sequence[np.ndarray]], float]:
     """``f(var)``: the network's mean cross-entropy by a fused Numba kernel.
 
     ``cross_entropy(Y, matrix_softmax(logit(X @ W1 + b1) @ W2 + b2))`` taken
-    through log-softmax; var = [W1 (d, k), b1 (1, k), W2 (k, m), b2 (1, m)].
+    through log-softmax; var = [W1 (d, k), b1 (1, k), W2 (k, m), b2 (1, m)]:
+    ``MLP([d, k, m], "logistic").loss_closure``.
 
     See Also
     --------
     fastjac.dense.nn_loss_closure
     """
-
-    args = _repeated_network_args(X, Y)
-
-    def f(var: Sequence[np.ndarray]) -> float:
-        return float(fused.nn_loss(*args(var)))
-
-    return f
+    return _closure(X, Y, lambda net: net.loss_closure(X, Y))
 
 
 def nn_loss_gradient_closure(X: np.ndarray, Y: ArrayLike
@@ -302,83 +343,31 @@ _LossGradClasses = tuple[float, list[np.ndarray], NDArray[np.int64]]
 
 
 @overload
+@overload
 def nn_loss_and_gradient_closure(
     X: ArrayLike, Y: ArrayLike, *, classes: Literal[False] = False
-) -> Callable[[Sequence[np.ndarray]], _LossGrad]: ...
+) -> Callable[[Sequence[np.ndarray]], tuple[float, list[np.ndarray]]]: ...
 @overload
 def nn_loss_and_gradient_closure(
     X: ArrayLike, Y: ArrayLike, *, classes: Literal[True]
-) -> Callable[[Sequence[np.ndarray]], _LossGradClasses]: ...
-@overload
-def nn_loss_and_gradient_closure(
-    X: ArrayLike, Y: ArrayLike, *, classes: bool = False
-) -> Callable[[Sequence[np.ndarray]], _LossGrad | _LossGradClasses]: ...
-def nn_loss_and_gradient_closure(
-    X: ArrayLike, Y: ArrayLike, *, classes: bool = False
-) -> Callable[[Sequence[np.ndarray]], _LossGrad | _LossGradClasses]:
+) -> Callable[[Sequence[np.ndarray]], tuple[float, list[np.ndarray], NDArray[np.int64]]]: ...
+def nn_loss_and_gradient_closure(X: ArrayLike, Y: ArrayLike, *, classes: bool = False) -> Any:
     """``fg(var) -> (loss, [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)])`` in one fused pass.
 
     The values of ``nn_loss_closure`` and ``nn_loss_gradient_closure`` (to
     rounding) from a single forward-and-backward sweep over row blocks
-    (``fastjac.fused``): no Jacobians, no (N, k) temporaries, BLAS on blocks,
-    serial or threaded chosen from the sizes. Gradients keep the inputs'
-    float dtype; repeated calls are bitwise identical for a fixed number of
-    Numba threads. With ``classes=True``, ``fg`` returns a third value, each
-    row's predicted class (N,) int64 (``nn_predict``), from the same pass.
+    (``MLP([d, k, m], "logistic").loss_and_gradient_closure``): no Jacobians,
+    no (N, k) temporaries, BLAS on blocks, serial or threaded chosen from the
+    sizes. Gradients keep the inputs' float dtype; repeated calls are bitwise
+    identical for a fixed number of threads. With ``classes=True``, ``fg``
+    returns a third value, each row's predicted class (N,) int64
+    (``nn_predict``), from the same pass.
 
     See Also
     --------
     fastjac.dense.nn_loss_and_gradient_closure
     """
-
-    args = _repeated_network_args(X, Y)
-
-    def fg(var: Sequence[np.ndarray]) -> _LossGrad | _LossGradClasses:
-        a = args(var)
-        if not classes:
-            loss, grad = fused.nn_loss_and_gradient(*a)
-            return float(loss), grad
-        predicted = np.empty(a[0].shape[0], dtype=np.int64)
-        loss, grad = fused.nn_loss_and_gradient(*a, classes=predicted)
-        return float(loss), grad, predicted
-
-    return fg
-
-
-# Each block's (shape, dtype, C-contiguous): what decides that a block passes the checks as it is
-_Layout = tuple[tuple[tuple[int, ...], np.dtype, bool], ...]
-
-
-def _repeated_network_args(X: ArrayLike, Y: ArrayLike
-                           ) -> Callable[[Sequence[np.ndarray]], _NetworkArgs]:
-    """``args(var)``, equal to ``_network_args(X, Y, var)`` but cheap when called again.
-
-    A closure's X and Y never change, so once a call has validated them and
-    the blocks without converting anything (all C-contiguous, one float
-    dtype), a later call whose blocks have the same shapes, dtype and layout
-    would pass the same checks: it returns the blocks as they are (about 1 us
-    instead of 6, a tenth of a small fused call).
-    """
-    seen: list[tuple[_Layout, np.ndarray, np.ndarray] | None] = [None]
-
-    def layout(var: Sequence[np.ndarray]) -> _Layout | None:
-        if len(var) != 4 or any(type(v) is not np.ndarray for v in var):
-            return None
-        return tuple((v.shape, v.dtype, v.flags.c_contiguous) for v in var)
-
-    def args(var: Sequence[np.ndarray]) -> _NetworkArgs:
-        key = layout(var)
-        last = seen[0]
-        if key is not None and last is not None and last[0] == key:
-            W1, b1, W2, b2 = var
-            return last[1], last[2], W1, b1.reshape(-1), W2, b2.reshape(-1)
-        out = _network_args(X, Y, var)
-        if key is not None and out[0] is X and out[1] is Y and all(
-                v.dtype == X.dtype and v.flags.c_contiguous for v in var):
-            seen[0] = (key, X, Y)
-        return out
-
-    return args
+    return _closure(X, Y, lambda net: net.loss_and_gradient_closure(X, Y, classes=classes))
 
 
 def nn_line_search_closure(X: ArrayLike, Y: ArrayLike) -> _LineSearch:
@@ -386,74 +375,12 @@ def nn_line_search_closure(X: ArrayLike, Y: ArrayLike) -> _LineSearch:
 
     Accepts the same step as ``block_backtracking(x0, nn_loss_closure(X, Y),
     dx, df0, alpha, beta, max_iter=max_iter, f0=f0)``, with the same errors
-    and the same ``LineSearchResult`` (``x`` built by ``update_blocks``).
-    When it pays (``fastjac.fused.precompute_line``: d large, or N k small)
-    the first layer along the line is ``Z1 + t P`` with ``Z1 = X W1 + b1``
-    and ``P = X dW1 + db1`` computed once (2 N k values held during the
-    call), so each trial costs O(N k m), and with all blocks in X's dtype
-    the whole backtracking loop runs in one kernel call. Otherwise each
-    trial is one fused loss evaluation. ``fx`` is the fused loss at the
-    accepted point (to rounding: ``Z1 + t P`` rounds differently from
-    ``X (W1 + t dW1) + b1 + t db1``).
+    and the same ``LineSearchResult`` (``x`` built by ``update_blocks``):
+    ``MLP([d, k, m], "logistic").line_search_closure``, which computes the
+    first layer along the line once where that pays.
 
     See Also
     --------
     fastjac.dense.nn_line_search_closure
     """
-
-    from fastjac.linesearch import armijo_backtrack, armijo_setup, check_start, no_step_error
-
-    f = nn_loss_closure(X, Y)
-    x_args, dx_args = _repeated_network_args(X, Y), _repeated_network_args(X, Y)
-    last_trials = [1]  # the previous search's accepted trial: the next one's first batch
-    # X and Y are fixed, so one LineLoss serves every call of the same layout
-    cache: list[fused.LineLoss | None] = [None]
-
-    def line_loss(Xc: np.ndarray, Yc: np.ndarray, W1: np.ndarray, b1: np.ndarray,
-                  dW1: np.ndarray, db1: np.ndarray) -> fused.LineLoss:
-        line = cache[0]
-        if (line is not None and line.X is Xc and line.Y is Yc
-                and line.ZPT.shape[0] == 2 * W1.shape[1]):
-            return line.move_to(W1, b1, dW1, db1)
-        cache[0] = line = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1)
-        return line
-
-    def ls(x0: Sequence[np.ndarray], dx: Sequence[np.ndarray], df0: Sequence[np.ndarray],
-           alpha: float = 0.1, beta: float = 0.5, max_iter: int | None = None, *,
-           f0: float | np.floating | None = None) -> LineSearchResult:
-        delta, max_iter = armijo_setup(x0, dx, df0, alpha, beta, max_iter)
-        Xc, Yc, W1, b1, W2, b2 = x_args(x0)
-        if not fused.precompute_line(*Xc.shape, *W2.shape):
-            def trial(t: float) -> tuple[list[np.ndarray], float]:
-                x = update_blocks(x0, dx, t)
-                return x, f(x)
-
-            return armijo_backtrack(f(x0) if f0 is None else f0, delta, beta, max_iter, trial)
-
-        _, _, dW1, db1, dW2, db2 = dx_args(dx)
-        # One dtype throughout: the args are X's dtype and contiguous already, and
-        # update_blocks rounds x0 + t dx exactly as the kernel does.
-        one_dtype = all(type(v) is np.ndarray and v.dtype == Xc.dtype for v in (*x0, *dx))
-        dtype = np.result_type(W1, dW1)
-        c = (lambda a: a) if one_dtype else (lambda a: np.ascontiguousarray(a, dtype=dtype))
-        line = line_loss(c(Xc), c(Yc), c(W1), c(b1), c(dW1), c(db1))
-        if f0 is None:
-            f0 = line(0.0, c(W2), c(b2))
-        check_start(f0)
-        if one_dtype:
-            i, t, fx = line.backtrack(W2, b2, dW2, db2, f0, delta, beta, max_iter,
-                                      batch=last_trials[0])
-            if i == 0:
-                raise no_step_error(max_iter, t, f0, fx)
-            last_trials[0] = i
-            # update_blocks without its shape checks: armijo_setup made them
-            x = [xi + t * di for xi, di in zip(x0, dx)]
-            return LineSearchResult(x, fx, t, i + 1)
-
-        def line_trial(t: float) -> tuple[list[np.ndarray], float]:
-            x = update_blocks(x0, dx, t)
-            return x, line(t, c(x[2]), c(x[3]).ravel())
-
-        return armijo_backtrack(f0, delta, beta, max_iter, line_trial)
-
-    return ls
+    return _closure(X, Y, lambda net: net.line_search_closure(X, Y))

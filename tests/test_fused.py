@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import fastjac
-from fastjac import dense, fused, structured
-from fastjac.linesearch import LineSearchError, block_backtracking
+from fastjac import activations, dense, fused, losses, scalar, structured
+from fastjac.linesearch import LineSearchError, block_backtracking, update_blocks
 
 DTYPES = [np.float32, np.float64]
 
@@ -49,8 +49,41 @@ def assert_matches(loss, grad, ref_loss, ref_grad, dtype):
         np.testing.assert_allclose(g, r, rtol=rtol, atol=floor * np.abs(r).max())
 
 
+# The lecture's network as the fused kernels see it (``MLP([d, k, m], activation="logistic")``).
+MODE = activations.LOGISTIC
+ACTS = np.array([activations.LOGISTIC], dtype=np.int64)
+LOSS = losses.SOFTMAX_CROSS_ENTROPY
+
+
+def lecture_net(var):
+    d, k = np.shape(var[0])
+    return fastjac.MLP([d, k, np.shape(var[2])[1]], activation="logistic")
+
+
 def fused_args(X, Y, var):
-    return structured._network_args(X, Y, var)
+    """What the lecture's closures pass to the kernels: X, Y contiguous in the dtype of all
+    inputs, theta = ``MLP.pack(var)`` in it, and the widths ``sizes``."""
+    dtype = np.result_type(X, Y, *var)
+    c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+    net = lecture_net(var)
+    return c(X), c(Y), net.pack(var, dtype=dtype), np.array(net.sizes, dtype=np.int64)
+
+
+def fused_loss_and_gradient(X, Y, theta, sizes, **kwargs):
+    """Mean loss and gradient blocks [dW1 (d, k), db1 (k,), dW2 (k, m), db2 (m,)] of one
+    ``fused.network_pass`` (the gradient divided by ``denom = N``, the loss sum by N)."""
+    N = X.shape[0]
+    total, g, _ = fused.network_pass(X, Y, None, theta, sizes, MODE, ACTS, LOSS, with_grad=True,
+                                     denom=N, **kwargs)
+    return total / N, fastjac.MLP(sizes, activation="logistic").unpack(g)
+
+
+def fused_loss(X, Y, theta, sizes, **kwargs):
+    """Mean loss of one ``fused.network_pass`` without gradient."""
+    total, g, _ = fused.network_pass(X, Y, None, theta, sizes, MODE, ACTS, LOSS, with_grad=False,
+                                     **kwargs)
+    assert g is None
+    return total / X.shape[0]
 
 
 # Shapes: N=1, m=1, odd N that no block size divides, a layer wide enough for
@@ -88,10 +121,10 @@ def test_every_path_matches_dense_reference(shape, path, dtype, rng):
     X, Y, var = problem(rng, *SHAPES[shape], dtype=dtype)
     nchunks, block = PATHS[path]
     args = fused_args(X, Y, var)
-    loss, grad = fused.nn_loss_and_gradient(*args, nchunks=min(nchunks, X.shape[0]), block=block)
+    loss, grad = fused_loss_and_gradient(*args, nchunks=min(nchunks, X.shape[0]), block=block)
     ref = reference(X, Y, var, dense)
     assert_matches(loss, grad, *ref, dtype)
-    loss_only = fused.nn_loss(*args, nchunks=min(nchunks, X.shape[0]), block=block)
+    loss_only = fused_loss(*args, nchunks=min(nchunks, X.shape[0]), block=block)
     np.testing.assert_allclose(loss_only, ref[0], rtol=1e-12 if dtype == np.float64 else 1e-5)
 
 
@@ -103,20 +136,36 @@ def test_large_problems_match_structured_chain_rule(N, d, k, m, dtype, rng):
     loss, grad = fastjac.nn_loss_and_gradient_closure(X, Y)(var)
     assert_matches(loss, grad, *reference(X, Y, var, structured), dtype)
     for nchunks, block in [(1, 64), (2, 100), (3, 256)]:
-        loss, grad = fused.nn_loss_and_gradient(*fused_args(X, Y, var), nchunks=nchunks, block=block)
+        loss, grad = fused_loss_and_gradient(*fused_args(X, Y, var), nchunks=nchunks, block=block)
         assert_matches(loss, grad, *reference(X, Y, var, structured), dtype)
 
 
-def test_plan_picks_paths_from_sizes():
-    threads = fused.numba.get_num_threads()
-    assert fused.plan(400, 30, 20, 2)[0] == (1 if 400 * 640 < fused.PARALLEL_MIN_ELEMENTS else min(threads, 400))
-    assert fused.plan(10, 30, 20, 2) == (1, 10)
-    if threads > 1:
-        nchunks, block = fused.plan(400_000, 30, 20, 2)
-        assert nchunks == threads and block * 30 * 20 <= fused.BLAS_SMALL_MNK
-        assert fused.plan(100_000, 30, 128, 2)[1] * 30 * 128 <= fused.BLAS_SMALL_MNK
-    assert fused.plan(40_000, 256, 512, 10) == (1, fused.WIDE_BLOCK_ROWS)  # BLAS threads the GEMMs
-    assert fused.plan(1, 1, 1, 1) == (1, 1)
+def test_plan_picks_paths_from_sizes(monkeypatch):
+    """Serial below the work threshold; one chunk per thread above it, blocks sized by
+    their scratch and capped so that BLAS never threads a block's GEMM; one thread with
+    BLAS threading its GEMMs for layers too wide for that. The thread count is pinned:
+    the plan must not depend on the machine."""
+    monkeypatch.setattr(fused.numba, "get_num_threads", lambda: 2)
+    assert fused.plan(400, [30, 20, 2]) == fused.Plan(2, 200)  # the lecture: 2 x 200 rows
+    assert fused.plan(10, [30, 20, 2]) == fused.Plan(1, 10)
+    assert fused.plan(1, [1, 1, 1]) == fused.Plan(1, 1)
+    cap = (fused.BLAS_THREAD_MIN_MNK - 1) // 600
+    assert fused.plan(400_000, [30, 20, 2]) == fused.Plan(2, cap)
+    for N, sizes in [(400_000, [30, 20, 2]), (100_000, [64, 128, 64, 10]), (5000, [8, 9, 7, 3])]:
+        p = fused.plan(N, sizes)
+        assert p.nchunks == 2 and p.block * max(fused.layer_products(sizes)) < fused.BLAS_THREAD_MIN_MNK
+    assert fused.plan(100_000, [64, 128, 64, 10]) == fused.Plan(2, (fused.BLAS_THREAD_MIN_MNK - 1) // 8192)
+    # very wide layers: one thread, BLAS threads the GEMMs
+    assert fused.plan(40_000, [256, 512, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)
+    assert fused.plan(40_000, [8, 784, 128, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)
+    # any depth: the work is summed over the layers (640 multiply-adds per row for
+    # [30, 20, 2], 1040 with one more hidden layer of 20)
+    N = fused.PARALLEL_MIN_ELEMENTS // 1040 + 1
+    assert N * 640 < fused.PARALLEL_MIN_ELEMENTS <= N * 1040
+    assert fused.plan(N, [30, 20, 2]) == fused.Plan(1, min(N, fused.BLOCK_ROWS))
+    assert fused.plan(N, [30, 20, 20, 2]).nchunks == 2
+    monkeypatch.setattr(fused.numba, "get_num_threads", lambda: 1)
+    assert fused.plan(400_000, [30, 20, 2]).nchunks == 1  # one thread: serial
 
 
 def test_non_contiguous_inputs_and_bias_shapes(rng):
@@ -142,11 +191,11 @@ def test_repeated_calls_are_bitwise_identical(N, dtype, rng):
     fg = fastjac.nn_loss_and_gradient_closure(X, Y)
     first = fg(var)
     args = fused_args(X, Y, var)
-    forced = fused.nn_loss_and_gradient(*args, nchunks=2, block=33)
+    forced = fused_loss_and_gradient(*args, nchunks=2, block=33)
     for _ in range(4):
         loss, grad = fg(var)
         assert loss == first[0] and all(np.array_equal(a, b) for a, b in zip(grad, first[1]))
-        loss, grad = fused.nn_loss_and_gradient(*args, nchunks=2, block=33)
+        loss, grad = fused_loss_and_gradient(*args, nchunks=2, block=33)
         assert loss == forced[0] and all(np.array_equal(a, b) for a, b in zip(grad, forced[1]))
 
 
@@ -199,7 +248,7 @@ def test_nan_propagates(rng):
 
 
 def test_no_per_row_temporaries(rng):
-    """Scratch is O(block (k + m)) per thread: far below one (N, k) array."""
+    """Scratch is O(block (2 k + m)) per thread: far below one (N, k) array."""
     import tracemalloc
     X, Y, var = problem(rng, 100_000, 30, 20, 2)
     fg = fastjac.nn_loss_and_gradient_closure(X, Y)
@@ -228,10 +277,10 @@ def test_exp_nonpos_is_accurate():
 @pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="needs 80-bit long double")
 def test_exp_table_is_correctly_rounded():
     exact = np.exp2(np.arange(64, dtype=np.longdouble) / 64)
-    assert np.array_equal(fused._EXP2_J64, exact.astype(np.float64))
-    split = np.longdouble(fused._LN2_64_HI) + np.longdouble(fused._LN2_64_LO)
+    assert np.array_equal(scalar._EXP2_J64, exact.astype(np.float64))
+    split = np.longdouble(scalar._LN2_64_HI) + np.longdouble(scalar._LN2_64_LO)
     assert abs(split - np.log(np.longdouble(2)) / 64) < 1e-26
-    assert float(np.float32(fused._LN2_64_HI)) == fused._LN2_64_HI  # 24-bit: n * HI exact
+    assert float(np.float32(scalar._LN2_64_HI)) == scalar._LN2_64_HI  # 24-bit: n * HI exact
 
 
 def _exp_all(x, out):
@@ -240,7 +289,7 @@ def _exp_all(x, out):
     @njit
     def run(x, out):
         for i in range(x.size):
-            out[i] = fused.exp_nonpos(x[i])
+            out[i] = scalar.exp_nonpos(x[i])
 
     run(x, out)
 
@@ -267,16 +316,22 @@ def as_var_shapes(grad, var):
 
 @pytest.fixture(params=["precomputed", "direct"])
 def line_path(request, monkeypatch):
-    """Force the line search's path: Z1 + t P precomputed, or one fused loss per trial."""
+    """Force the line search's path: Z1 + t P precomputed (``LineLoss.sums``), or one fused
+    loss per trial; the test can check the path was taken (``line_path[1]``: sums calls)."""
     precomputed = request.param == "precomputed"
     monkeypatch.setattr(fused, "LINESEARCH_MIN_INPUTS", 0 if precomputed else 10**9)
     monkeypatch.setattr(fused, "LINESEARCH_MAX_HELD", 10**12 if precomputed else 0)
-    return request.param
+    calls = []
+    sums = fused.LineLoss.sums
+    monkeypatch.setattr(fused.LineLoss, "sums",
+                        lambda self, ts: calls.append(list(ts)) or sums(self, ts))
+    return request.param, calls
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_line_search_follows_block_backtracking_for_many_steps(dtype, line_path):
     """The lecture's training on breast cancer: same t, nfev and blocks; fx to rtol 1e-12."""
+    path, sums_calls = line_path
     X, Y, var = lecture_start()
     X, Y, var = X.astype(dtype), Y.astype(dtype), [v.astype(dtype) for v in var]
     f = structured.nn_loss_closure(X, Y)
@@ -296,27 +351,39 @@ def test_fused_line_search_follows_block_backtracking_for_many_steps(dtype, line
         x, fx = fast
         assert isinstance(fast, fastjac.LineSearchResult) and fx == fast.fx
         var = plain.x
+    assert bool(sums_calls) == (path == "precomputed")
+
+
+def lecture_line(X, Y, x0, dx, **kwargs):
+    """The ``LineLoss`` the lecture's line search builds for x0, dx (and its N)."""
+    Xc, Yc, theta, sizes = fused_args(X, Y, x0)
+    dtheta = lecture_net(x0).pack(dx, dtype=theta.dtype)
+    return fused.LineLoss(Xc, Yc, None, sizes, MODE, ACTS, LOSS, theta, dtheta, **kwargs), Xc.shape[0]
 
 
 @pytest.mark.parametrize("nchunks,block", [(1, 7), (2, 50), (3, 256)])
 def test_line_loss_paths_agree(nchunks, block, rng):
+    """LineLoss.sums(ts) / N is the loss at update_blocks(x0, dx, t) (rtol 1e-12) on every path."""
     X, Y, var = problem(rng, 401, 6, 5, 3)
-    Xc, Yc, W1, b1, W2, b2 = fused_args(X, Y, var)
-    dW1, db1 = rng.normal(size=W1.shape), rng.normal(size=b1.shape)
+    dvar = [rng.normal(size=v.shape) for v in var]
     f = structured.nn_loss_closure(X, Y)
-    line = fused.LineLoss(Xc, Yc, W1, b1, dW1, db1, nchunks=nchunks, block=block)
-    for t in [0.0, 1.0, 0.25, 1e-3]:
-        x = [W1 + t * dW1, b1 + t * db1, W2, b2]
-        np.testing.assert_allclose(line(t, W2, b2), f(x), rtol=1e-12)
+    line, N = lecture_line(X, Y, var, dvar, nchunks=nchunks, block=block)
+    assert (line.nchunks, line.block) == (nchunks, block)
+    ts = [0.0, 1.0, 0.25, 1e-3]
+    for t, total in zip(ts, line.sums(ts)):
+        np.testing.assert_allclose(total / N, f(update_blocks(var, dvar, t)), rtol=1e-12)
 
 
 def test_line_search_picks_its_path_from_the_sizes():
-    assert fused.precompute_line(400, 30, 20, 2)  # the lecture's: 16,000 values held
-    assert fused.precompute_line(40_000, 256, 512, 10)  # wide: skips X W1 in every trial
-    assert not fused.precompute_line(400_000, 30, 20, 2)  # 16 M values: a loss per trial
+    assert fused.precompute_line(400, [30, 20, 2])  # the lecture's: 16,000 values held
+    assert fused.precompute_line(40_000, [256, 512, 10])  # wide: skips X W1 in every trial
+    assert not fused.precompute_line(400_000, [30, 20, 2])  # 16 M values: a loss per trial
+    assert fused.precompute_line(400, [30, 20, 20, 2])  # only the first layer is held, any depth
+    assert not fused.precompute_line(400_000, [30, 20, 20, 2])
 
 
 def test_fused_line_search_fails_like_block_backtracking(rng, line_path):
+    path, sums_calls = line_path
     X, Y, var = problem(rng, 40, 4, 3, 2)
     f = structured.nn_loss_closure(X, Y)
     g = as_var_shapes(fastjac.nn_loss_and_gradient_closure(X, Y)(var)[1], var)
@@ -338,6 +405,7 @@ def test_fused_line_search_fails_like_block_backtracking(rng, line_path):
         res = ls(var, [1e3 * d for d in neg], g, alpha=0.3, beta=0.8)
         ref = block_backtracking(var, f, [1e3 * d for d in neg], g, alpha=0.3, beta=0.8)
         assert (res.t, res.nfev) == (ref.t, ref.nfev)
+    assert bool(sums_calls) == (path == "precomputed")
 
 
 def test_dense_line_search_is_block_backtracking(rng):

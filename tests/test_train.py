@@ -85,7 +85,11 @@ def test_full_default_run_and_history():
     assert 0 <= history.test_accuracy <= 100 and history.seconds > 0
     assert history.config == dict(impl="structured", steps=100, hidden=20, train_rows=400,
                                   seed=1234, alpha=0.1, beta=0.5, standardize=False,
-                                  max_iter=None)
+                                  max_iter=None, dataset="breast_cancer", target="target",
+                                  task="classification", classes=["malignant", "benign"],
+                                  layers=[20], activation="logistic",
+                                  loss="softmax_cross_entropy", l2=0.0, test_fraction=None,
+                                  test_rows=169, sizes=[30, 20, 2])
 
 
 def test_quiet_prints_nothing(capsys):
@@ -302,3 +306,212 @@ def test_closures_agree_with_the_lectures_functions():
                                    rtol=1e-12)
         for g, h in zip(grad, module.nn_loss_gradient_closure(X[:50], labels[:50])(var)):
             np.testing.assert_allclose(np.ravel(g), np.ravel(h), rtol=1e-10, atol=1e-14)
+
+
+# ---------------------------------------------------------------- other networks and data
+
+def _id(settings):
+    """A plain test id for a dict of settings (no brackets, spaces or regex escapes)."""
+    return "-".join(re.sub(r"\W+", "_", f"{k}={v}").strip("_") for k, v in settings.items())
+
+def test_the_lectures_lines_are_the_default_formats():
+    from fastjac.train import FINAL_FORMAT, STEP_FORMAT, line_formats
+
+    assert line_formats() == (STEP_FORMAT, FINAL_FORMAT)
+    assert line_formats("classification", "softmax_cross_entropy", 0.0) == (STEP_FORMAT,
+                                                                           FINAL_FORMAT)
+    step, final = line_formats("regression", "squared_error", 0.0)
+    assert step % (3, 1.5, 2.0, 0.25) == ("Step: 3, Avg Half Squared Error: 1.500000, "
+                                          "Gradient Norm: 2.000000, Training R^2: 0.2500")
+    assert final % 0.5 == "Final test R^2: 0.5000"
+    step, _ = line_formats("classification", "binary_cross_entropy", 1e-3)
+    assert step.startswith("Step: %d, Avg Binary Cross Entropy + L2 Penalty: %f,")
+
+
+def test_init_is_the_lectures_for_every_depth():
+    from fastjac.linesearch import random_matrix
+    from fastjac.train import init_params
+
+    params = init_params([4, 8, 6, 3], seed=9)
+    np.random.seed(9)
+    expected = [random_matrix((4, 8)), np.zeros((1, 8)), random_matrix((8, 6)), np.zeros((1, 6)),
+                random_matrix((6, 3)), np.zeros((1, 3))]
+    assert all(np.array_equal(p, q) and p.shape == q.shape for p, q in zip(params, expected))
+
+
+def test_two_tanh_layers_train_and_decrease_the_loss(capsys):
+    history = train(dataset="iris", layers=[8, 6], activation="tanh", standardize=True,
+                    steps=15)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 16 and all(STEP_RE.fullmatch(line) for line in out[:15])
+    assert re.fullmatch(r"Final test accuracy: \d+\.\d percent", out[15])
+    assert np.all(np.diff(history.losses) < 0) and history.losses[-1] < 0.8 * history.losses[0]
+    assert [p.shape for p in history.params] == [(4, 8), (1, 8), (8, 6), (1, 6), (6, 3), (1, 3)]
+    c = history.config
+    assert c["sizes"] == [4, 8, 6, 3] and c["layers"] == [8, 6] and c["hidden"] is None
+    assert c["classes"] == ["setosa", "versicolor", "virginica"] and c["activation"] == "tanh"
+    assert (c["train_rows"], c["test_rows"], c["test_fraction"]) == (112, 38, 0.25)
+    assert set(history.to_dict()["params"]) == {"W1", "b1", "W2", "b2", "W3", "b3"}
+
+
+def test_the_loop_is_the_mlps_closures():
+    """Same steps as a hand-written loop over MLP's closures (bitwise)."""
+    from fastjac import MLP
+    from fastjac.data import load_dataset, split_rows
+    from fastjac.linesearch import block_norm, negate_blocks
+    from fastjac.train import init_params
+
+    history = train(dataset="wine", layers=[5, 4], activation=["tanh", "logistic"], l2=0.01,
+                    standardize=True, steps=4, seed=3, verbose=False)
+    ds = load_dataset("wine")
+    split = split_rows(ds.n_rows, test_fraction=0.25, seed=3)
+    X = standardize(ds.X, split.train)[0][split.train]
+    net = MLP([13, 5, 4, 3], activation=["tanh", "logistic"], alpha=0.01)
+    fg = net.loss_and_gradient_closure(X, ds.Y[split.train])
+    ls = net.line_search_closure(X, ds.Y[split.train])
+    x = init_params(net.sizes, 3)
+    losses, norms = [], []
+    for _ in range(4):
+        loss, grad = fg(x)
+        grad = [g.reshape(xi.shape) for g, xi in zip(grad, x)]
+        x, fx = ls(x, negate_blocks(grad), grad, f0=loss)
+        losses.append(fx)
+        norms.append(block_norm(grad))
+    assert list(history.losses) == losses
+    assert [s.grad_norm for s in history.steps] == norms
+    assert all(np.array_equal(p, q) for p, q in zip(history.params, x))
+
+
+def test_diabetes_regression_prints_r2(capsys):
+    history = train(dataset="diabetes", steps=6)
+    out = capsys.readouterr().out.splitlines()
+    reg = re.compile(r"Step: (\d+), Avg Half Squared Error: ([0-9.]+), Gradient Norm: "
+                     r"([0-9.]+), Training R\^2: (-?[0-9.]+)")
+    assert len(out) == 7 and all(reg.fullmatch(line) for line in out[:6])
+    assert re.fullmatch(r"Final test R\^2: -?\d+\.\d{4}", out[6])
+    assert history.config["task"] == "regression" and history.config["loss"] == "squared_error"
+    assert history.config["classes"] is None and history.config["sizes"] == [10, 20, 1]
+    assert np.all(np.isnan(history.train_accuracies)) and np.isnan(history.test_accuracy)
+    assert np.all(np.diff(history.losses) < 0)
+    assert history.train_r2s[-1] > history.train_r2s[0] and math.isfinite(history.test_r2)
+    for line, step in zip(out, history.steps):
+        assert reg.fullmatch(line).group(4) == "%.4f" % step.train_r2
+    d = history.to_dict()
+    assert set(d) == {"config", "steps", "test_r2", "params", "seconds"}
+    assert set(d["steps"][0]) == {"step", "loss", "grad_norm", "train_r2", "t", "nfev"}
+
+
+def test_r2_score_is_sklearns():
+    from sklearn.metrics import r2_score as sk_r2
+
+    from fastjac.train import r2_score
+
+    rng = np.random.default_rng(0)
+    y, p = rng.normal(size=20), rng.normal(size=20)
+    assert r2_score(y, p) == pytest.approx(sk_r2(y, p), rel=1e-12)
+    Y, P = rng.normal(size=(20, 3)), rng.normal(size=(20, 3))
+    assert r2_score(Y, P) == pytest.approx(sk_r2(Y, P), rel=1e-12)
+    assert r2_score([1.0, 1.0], [1.0, 1.0]) == 1.0 and r2_score([1.0, 1.0], [1.0, 2.0]) == 0.0
+
+
+def test_user_data_as_a_dataset():
+    from fastjac.data import make_dataset
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(80, 3))
+    labels = np.where(X[:, 0] > 0, "up", "down")
+    history = train(dataset=make_dataset(X, labels, name="mine"), steps=20, hidden=4,
+                    verbose=False)
+    assert history.config["dataset"] == "mine" and history.config["classes"] == ["down", "up"]
+    assert history.config["test_rows"] == 20 and history.losses[-1] < history.losses[0]
+    # the same data as a regression target on a column
+    reg = train(dataset=make_dataset(X, X[:, 0] - X[:, 1]), steps=3, hidden=4, verbose=False)
+    assert reg.config["task"] == "regression" and np.isfinite(reg.test_r2)
+
+
+def test_split_options():
+    default = train(steps=1, verbose=False)
+    assert (default.config["train_rows"], default.config["test_rows"]) == (400, 169)
+    first = train(dataset="iris", train_rows=100, steps=1, hidden=3, verbose=False)
+    assert (first.config["train_rows"], first.config["test_rows"]) == (100, 50)
+    assert first.config["test_fraction"] is None
+    drawn = [train(test_fraction=f, steps=1, hidden=3, seed=seed, verbose=False)
+             for f, seed in ((0.3, 1), (0.3, 1), (0.3, 2))]
+    assert [h.config["test_rows"] for h in drawn] == [171, 171, 171]  # ceil(0.3 * 569)
+    assert drawn[0].config["test_fraction"] == 0.3
+    # the seed draws the rows (and the weights): same seed, same run
+    assert drawn[0].losses[0] == drawn[1].losses[0] != drawn[2].losses[0]
+
+
+def test_armijo_alpha_stays_positional_and_l2_is_the_penalty(capsys):
+    # impl, steps, hidden, train_rows, seed, alpha (Armijo), beta: the positions of old
+    a = train("structured", 3, 4, 100, 1234, 0.3, 0.6, verbose=False)
+    assert (a.config["steps"], a.config["hidden"], a.config["train_rows"]) == (3, 4, 100)
+    assert (a.config["alpha"], a.config["beta"], a.config["l2"]) == (0.3, 0.6, 0.0)
+    penalised = train(steps=3, l2=0.5)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Step: 0, Avg Cross Entropy + L2 Penalty: ")
+    assert penalised.config["l2"] == 0.5 and penalised.config["alpha"] == 0.1
+
+
+@pytest.mark.parametrize("kwargs", [dict(dataset="iris"), dict(dataset="wine", hidden=5,
+                                                                 train_rows=60)])
+def test_dense_and_structured_agree_on_other_data(kwargs):
+    kw = dict(steps=10, standardize=True, **kwargs)
+    (d, d_out), (s, s_out) = run_printed(impl="dense", **kw), run_printed(impl="structured", **kw)
+    assert_same_trajectory(d, s)
+    assert d_out == s_out
+
+
+DENSE_REFUSED = [
+    (dict(layers=[8, 6]), "dense implementation runs only the lecture's network"),
+    (dict(activation="tanh"), "dense implementation runs only"),
+    (dict(l2=0.1), "dense implementation runs only"),
+    (dict(dataset="diabetes"), "dense implementation runs only"),
+    (dict(loss="squared_error"), "dense implementation runs only"),
+]
+
+
+@pytest.mark.parametrize("kwargs, match", DENSE_REFUSED, ids=[_id(kw) for kw, _ in DENSE_REFUSED])
+def test_dense_refuses_other_networks(kwargs, match, monkeypatch):
+    monkeypatch.setattr("fastjac.train.load_breast_cancer_data",
+                        lambda: pytest.fail("data loaded before the settings were checked"))
+    with pytest.raises(ValueError, match=match):
+        train(impl="dense", verbose=False, **kwargs)
+
+
+BAD_NEW_SETTINGS = [
+    (dict(hidden=4, layers=[4]), "give hidden or layers, not both"),
+    (dict(layers=[]), "layers must be one or more positive integers"),
+    (dict(layers=[4, 0]), "layers must be one or more positive integers"),
+    (dict(layers="8"), "layers must be one or more positive integers"),
+    (dict(activation="sigmoid"), "activation must be one of identity, logistic, tanh, relu"),
+    (dict(activation=["tanh", "relu"]), "activation lists one name per hidden layer: 1"),
+    (dict(loss="hinge"), "loss must be one of softmax_cross_entropy"),
+    (dict(l2=-1.0), r"l2 \(the L2 penalty\) must be a finite number >= 0"),
+    (dict(l2=float("nan")), "l2"),
+    (dict(l2=True), "l2"),
+    (dict(task="clustering"), "task must be one of classification, regression"),
+    (dict(test_fraction=0.0), "test_fraction must lie strictly between 0 and 1"),
+    (dict(test_fraction=1), "test_fraction must lie strictly between 0 and 1"),
+    (dict(train_rows=100, test_fraction=0.2), "give train_rows or test_fraction, not both"),
+    (dict(dataset="mnist"), "dataset must be one of breast_cancer, digits, iris, wine, diabetes"),
+    (dict(dataset="diabetes", loss="softmax_cross_entropy"),
+     "loss softmax_cross_entropy needs classes, but diabetes's target is a regression target"),
+    (dict(task="regression", loss="binary_cross_entropy"), "needs classes"),
+    (dict(dataset="iris", train_rows=150), r"train_rows must be an integer in 1\.\.149 \(iris"),
+    (dict(dataset="iris", test_fraction=0.999), "leaves no training or no test rows"),
+    (dict(train_rows=2.5), "train_rows must be an integer"),
+]
+
+
+@pytest.mark.parametrize("kwargs, match", BAD_NEW_SETTINGS,
+                         ids=[_id(kw) for kw, _ in BAD_NEW_SETTINGS])
+def test_bad_new_settings_raise_value_error(kwargs, match, monkeypatch):
+    def no_load(*args, **kw):
+        pytest.fail("data loaded before the settings were checked")
+
+    monkeypatch.setattr("fastjac.train.load_breast_cancer_data", no_load)
+    monkeypatch.setattr("fastjac.train.load_dataset", no_load)
+    with pytest.raises(ValueError, match=match):
+        train(verbose=False, **kwargs)

@@ -1,0 +1,300 @@
+"""Output layers and their losses, each in one place: value, gradient in the logits, outputs.
+
+A loss takes the network's last pre-activation Z (the logits, N x m), maps
+it to outputs F and compares them with the targets Y; the per-row losses are
+averaged with weights w (all ones by default) over ``W = sum(w)``:
+
+=====================  ====  ============  ===================================  =================
+name                   code  outputs F     row loss l_n                         dl_n/dz
+=====================  ====  ============  ===================================  =================
+softmax_cross_entropy  0     softmax(z)    -sum_c y_c log F_c                   F rowsum(y) - y
+binary_cross_entropy   1     logistic(z)   -sum_c y_c log F_c + (1-y_c) log(1-F_c)  F - y
+squared_error          2     z             0.5 sum_c (y_c - z_c)^2              z - y
+=====================  ====  ============  ===================================  =================
+
+so the loss is ``sum_n w_n l_n / W`` and its gradient in the logits is
+``w_n dl_n/dz / W``. Each loss is computed stably from the logits
+(log-softmax; ``softplus(z) - y z``), never through ``log F``.
+
+scikit-learn's ``MLPRegressor`` reports, for m outputs, the squared error
+divided by m (``squared_loss`` averages over outputs), while its gradient is
+that of the value above (scikit-learn#8349); fastjac's loss is the function
+whose gradient both compute.
+
+Here live the row-block loops the fused kernels inline (``loss_rows``,
+``loss_outputs``) and the numpy twins of the dense and structured routes
+(``Loss``). Adding a loss touches this file and its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastjac._jit import inline, kernel
+from fastjac.activations import logistic_and_slope
+from fastjac.scalar import exp_nonpos, flush, flush_threshold, log1p_small, log_pos
+
+SOFTMAX_CROSS_ENTROPY, BINARY_CROSS_ENTROPY, SQUARED_ERROR = 0, 1, 2
+
+
+# ---------------------------------------------------------------- the kernels' loops
+
+@kernel
+def softmax_cross_entropy_rows(ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with_grad: bool,
+                               denom: float, rows: np.ndarray) -> float:
+    """Softmax cross-entropy of each row of ``ZT^T`` against Y, summed with weights w.
+
+    ZT (m, B) holds the logits transposed, Y (B, m), w (B,) or empty (all ones);
+    ``rows`` (4, >= B) is scratch. Per row ``rowsum(Y) log(sum_c exp(z_c - max z)) -
+    sum_c Y_c (z_c - max z)``. Every loop runs over rows (vectorised). If
+    ``with_grad``, ZT ends as ``G^T``, ``G = w (Q rowsum(Y) - Y) / denom``.
+    """
+    m, B = ZT.shape
+    tiny = flush_threshold(ZT)
+    mx, se, yz, sy = rows[0], rows[1], rows[2], rows[3]
+    for r in range(B):
+        mx[r] = ZT[0, r]
+        se[r] = 0.0
+        yz[r] = 0.0
+        sy[r] = 0.0
+    for c in range(1, m):
+        for r in range(B):
+            mx[r] = max(mx[r], ZT[c, r])
+    for c in range(m):  # a pass of its own: with Y's strided reads the exp did not vectorise
+        for r in range(B):
+            y = Y[r, c]
+            yz[r] += y * (ZT[c, r] - mx[r]) if y != 0 else 0.0  # 0 * (-inf) would be NaN
+            sy[r] += y
+    for c in range(m):
+        for r in range(B):
+            e = flush(exp_nonpos(ZT[c, r] - mx[r]), tiny)
+            ZT[c, r] = e
+            se[r] += e
+    loss = 0.0
+    if w.size == 0:
+        for r in range(B):
+            loss += sy[r] * log_pos(se[r]) - yz[r]
+    else:
+        for r in range(B):
+            loss += w[r] * (sy[r] * log_pos(se[r]) - yz[r])
+    if with_grad:
+        if w.size == 0:
+            for c in range(m):
+                for r in range(B):
+                    ZT[c, r] = (ZT[c, r] / se[r] * sy[r] - Y[r, c]) / denom
+        else:
+            for c in range(m):
+                for r in range(B):
+                    ZT[c, r] = (ZT[c, r] / se[r] * sy[r] - Y[r, c]) * w[r] / denom
+    return loss
+
+
+@kernel
+def binary_cross_entropy_rows(ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with_grad: bool,
+                              denom: float, rows: np.ndarray) -> float:
+    """Binary cross-entropy of a logistic output per column, summed with weights w.
+
+    Per entry ``softplus(z) - y z = max(z, 0) - y z + log(1 + exp(-|z|))``,
+    finite for any finite z; if ``with_grad`` ZT ends as ``w (s(z) - y) / denom``.
+    """
+    m, B = ZT.shape
+    tiny = flush_threshold(ZT)
+    acc = rows[0]
+    for r in range(B):
+        acc[r] = 0.0
+    for c in range(m):
+        for r in range(B):
+            z = ZT[c, r]
+            y = Y[r, c]
+            e = flush(exp_nonpos(-abs(z)), tiny)
+            acc[r] += max(z, 0.0) - (y * z if y != 0 else 0.0) + log1p_small(e)
+            if with_grad:
+                ZT[c, r] = logistic_and_slope(z, tiny)[0] - y
+    loss = 0.0
+    if w.size == 0:
+        for r in range(B):
+            loss += acc[r]
+    else:
+        for r in range(B):
+            loss += w[r] * acc[r]
+    if with_grad:
+        _scale_rows(ZT, w, denom)
+    return loss
+
+
+@kernel
+def squared_error_rows(ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with_grad: bool,
+                       denom: float, rows: np.ndarray) -> float:
+    """``0.5 sum_c (y_c - z_c)^2`` per row, summed with weights w; if ``with_grad``
+    ZT ends as ``w (z - y) / denom``."""
+    m, B = ZT.shape
+    acc = rows[0]
+    for r in range(B):
+        acc[r] = 0.0
+    for c in range(m):
+        for r in range(B):
+            d = ZT[c, r] - Y[r, c]
+            acc[r] += d * d
+            if with_grad:
+                ZT[c, r] = d
+    loss = 0.0
+    if w.size == 0:
+        for r in range(B):
+            loss += 0.5 * acc[r]
+    else:
+        for r in range(B):
+            loss += w[r] * (0.5 * acc[r])
+    if with_grad:
+        _scale_rows(ZT, w, denom)
+    return loss
+
+
+@inline
+def _scale_rows(ZT: np.ndarray, w: np.ndarray, denom: float) -> None:
+    """``ZT[:, r] <- ZT[:, r] w_r / denom`` (``/ denom`` without weights)."""
+    m, B = ZT.shape
+    if w.size == 0:
+        for c in range(m):
+            for r in range(B):
+                ZT[c, r] = ZT[c, r] / denom
+    else:
+        for c in range(m):
+            for r in range(B):
+                ZT[c, r] = ZT[c, r] * w[r] / denom
+
+
+@inline
+def loss_rows(loss: int, ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with_grad: bool,
+              denom: float, rows: np.ndarray) -> float:
+    """The loss with kernel code ``loss`` (a constant of the calling kernel: only that
+    loss is compiled) of the block of logits ZT (m, B) against Y (B, m):
+    ``sum_r w_r l_r``; with ``with_grad``, ZT ends as the gradient in the logits
+    (transposed)."""
+    if loss == BINARY_CROSS_ENTROPY:
+        return binary_cross_entropy_rows(ZT, Y, w, with_grad, denom, rows)
+    if loss == SQUARED_ERROR:
+        return squared_error_rows(ZT, Y, w, with_grad, denom, rows)
+    return softmax_cross_entropy_rows(ZT, Y, w, with_grad, denom, rows)
+
+
+@kernel
+def softmax_rows(ZT: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
+    """``out`` (B, m) = softmax of each column of ZT (m, B) (ZT is overwritten)."""
+    m, B = ZT.shape
+    mx, se = rows[0], rows[1]
+    for r in range(B):
+        mx[r] = ZT[0, r]
+        se[r] = 0.0
+    for c in range(1, m):
+        for r in range(B):
+            mx[r] = max(mx[r], ZT[c, r])
+    for c in range(m):
+        for r in range(B):
+            e = exp_nonpos(ZT[c, r] - mx[r])
+            ZT[c, r] = e
+            se[r] += e
+    for r in range(B):
+        for c in range(m):
+            out[r, c] = ZT[c, r] / se[r]
+
+
+@inline
+def loss_outputs(loss: int, ZT: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
+    """``out`` (B, m) = the outputs F of the logits ZT (m, B): softmax, logistic or identity."""
+    m, B = ZT.shape
+    if loss == SOFTMAX_CROSS_ENTROPY:
+        softmax_rows(ZT, out, rows)
+    elif loss == BINARY_CROSS_ENTROPY:
+        for r in range(B):
+            for c in range(m):
+                out[r, c] = logistic_and_slope(ZT[c, r], 0.0)[0]
+    else:
+        for r in range(B):
+            for c in range(m):
+                out[r, c] = ZT[c, r]
+
+
+@inline
+def argmax_rows(ZT: np.ndarray, out: np.ndarray) -> None:
+    """``out[r] = argmax_c ZT[c, r]`` as ``np.argmax`` does: the first maximum, or the first NaN.
+
+    The argmax of the logits is that of the outputs (softmax and logistic increase)."""
+    m, B = ZT.shape
+    for r in range(B):
+        best = 0
+        for c in range(1, m):
+            if ZT[best, r] != ZT[best, r]:
+                break
+            if ZT[c, r] > ZT[best, r] or ZT[c, r] != ZT[c, r]:
+                best = c
+        out[r] = best
+
+
+# ---------------------------------------------------------------- the numpy twins
+
+def _softmax(Z: np.ndarray) -> np.ndarray:
+    E = np.exp(Z - np.max(Z, axis=1, keepdims=True))
+    return E / np.sum(E, axis=1, keepdims=True)
+
+
+def _logistic(Z: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-Z))
+
+
+def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x log y`` with ``0 log y = 0`` (the textbook convention)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x == 0, 0.0, x * np.log(y))
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss: its name, the kernels' code, and the textbook numpy formulas of its twins.
+
+    ``output(Z)``: the outputs F (N, m). ``rows(Y, F)``: the per-row losses
+    (N,) from the outputs (the dense reference's formula, ``log F`` and all).
+    ``dF(Y, F)``: their gradient in F (N, m). ``dZ(Y, F)``: their gradient
+    in the logits, ``dF`` through the output map (the canonical link).
+    ``output_jacobian``: which of the lecture's Jacobians the output map has.
+    """
+
+    name: str
+    code: int
+    output: Callable[[np.ndarray], np.ndarray]
+    rows: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    dF: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    dZ: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    output_jacobian: str  # "softmax", "logistic" or "identity"
+
+
+LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
+    Loss("softmax_cross_entropy", SOFTMAX_CROSS_ENTROPY, _softmax,
+         lambda Y, F: -np.sum(_xlogy(Y, F), axis=1),
+         lambda Y, F: -Y / F,
+         lambda Y, F: F * Y.sum(axis=1, keepdims=True) - Y,
+         "softmax"),
+    Loss("binary_cross_entropy", BINARY_CROSS_ENTROPY, _logistic,
+         lambda Y, F: -np.sum(_xlogy(Y, F) + _xlogy(1 - Y, 1 - F), axis=1),
+         lambda Y, F: (F - Y) / (F * (1 - F)),
+         lambda Y, F: F - Y,
+         "logistic"),
+    Loss("squared_error", SQUARED_ERROR, lambda Z: Z.copy(),
+         lambda Y, F: 0.5 * np.sum((Y - F) ** 2, axis=1),
+         lambda Y, F: F - Y,
+         lambda Y, F: F - Y,
+         "identity"),
+)}
+
+
+def get(name: str | Loss) -> Loss:
+    """The ``Loss`` called ``name``; ``ValueError`` listing the known names otherwise."""
+    if isinstance(name, Loss):
+        return name
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}") from None
