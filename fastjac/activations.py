@@ -1,14 +1,18 @@
 """Hidden-layer activations, each in one place: scikit-learn's names, values and slopes.
 
-Each activation is one scalar function ``f(z, tiny) -> (f(z), f'(z))`` that
-the fused kernels inline (``tiny``: ``scalar.flush_threshold`` of the working
-dtype, to flush float32 subnormals), one
-branch in ``value_and_slope``, and one ``Activation`` entry: its name and
-kernel code, and the numpy formulas of its dense twin (``fastjac.dense``'s
-``activation`` and ``Dactivation``). The structured Jacobian of any
-activation is ``Diagonal(f'(Z))`` with the kernel's slopes
-(``fastjac.structured.Dactivation``). Adding an activation touches this file
-and its tests, nothing else.
+Each activation is, here and only here:
+
+* a scalar function ``f(z, tiny) -> (f(z), f'(z))`` that the fused kernels
+  inline (``tiny``: ``scalar.flush_threshold``, to flush float32 subnormals),
+  and a branch in ``runtime_value_and_slope``, ``_loops``' module globals and the
+  loop dispatchers (``activate_rows``, ``activate_line``);
+* its ``f''`` from f and f' (``second_derivative``, for the curvature kernels);
+* an ``Activation`` entry: its name and kernel code, and the numpy formulas
+  (f, f', f'') of its dense twin (``fastjac.dense.activation``/``Dactivation``).
+
+The structured Jacobian of any activation is ``Diagonal(f'(Z))`` with the
+kernels' slopes (``fastjac.structured.Dactivation``). Adding an activation
+touches this file and its tests, nothing else.
 
 ==========  ====  ==========================  =====================================
 name        code  f(z)                        f'(z)
@@ -180,6 +184,19 @@ def activate_line(mode: int, code: int, z0: np.ndarray, p: np.ndarray, t: float,
         mixed_line(code, z0, p, t, out)
 
 
+@inline
+def second_derivative(mode: int, code: int, a: float, s: float) -> float:
+    """``f''(z)`` from the activation's value ``a = f(z)`` and slope ``s = f'(z)``:
+    logistic ``s (1 - 2a)``, tanh ``-2 a s``, identity and relu 0 (relu's kink is
+    measure zero). ``mode``/``code`` as in ``value_and_slope``."""
+    c = code if mode == MIXED else mode
+    if c == LOGISTIC:
+        return s * (1.0 - 2.0 * a)
+    if c == TANH:
+        return -2.0 * a * s
+    return 0.0
+
+
 @kernel
 def activation_values(code: int, Z: np.ndarray, A: np.ndarray, D: np.ndarray) -> None:
     """``A = f(Z)``, ``D = f'(Z)`` elementwise over flat arrays (the structured route)."""
@@ -199,22 +216,37 @@ def _logistic(Z: np.ndarray) -> np.ndarray:
 class Activation:
     """An activation: scikit-learn's name, the kernels' code, and its dense twin.
 
-    ``value(Z)`` and ``slope(Z)`` are the textbook numpy formulas the dense
-    reference uses (``fastjac.dense.activation``/``Dactivation``).
+    ``value(Z)``, ``slope(Z)`` and ``second(Z)`` (f, f', f'') are the textbook
+    numpy formulas the dense reference and the numpy twins use
+    (``fastjac.dense.activation``/``Dactivation``, ``fastjac.backprop``).
     """
 
     name: str
     code: int
     value: Callable[[np.ndarray], np.ndarray]
     slope: Callable[[np.ndarray], np.ndarray]
+    second: Callable[[np.ndarray], np.ndarray]
+
+
+def _tanh_second(Z: np.ndarray) -> np.ndarray:
+    t = np.tanh(Z)
+    return -2 * t * (1 - t ** 2)
+
+
+def _logistic_second(Z: np.ndarray) -> np.ndarray:
+    s = _logistic(Z)
+    return s * _logistic(-Z) * (1 - 2 * s)
 
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
-    Activation("identity", IDENTITY, lambda Z: Z.copy(), lambda Z: np.ones_like(Z)),
+    Activation("identity", IDENTITY, lambda Z: Z.copy(), lambda Z: np.ones_like(Z),
+               lambda Z: np.zeros_like(Z)),
     # the lecture's logit and Dlogit: s(z) s(-z)
-    Activation("logistic", LOGISTIC, _logistic, lambda Z: _logistic(Z) * _logistic(-Z)),
-    Activation("tanh", TANH, np.tanh, lambda Z: 1 - np.tanh(Z) ** 2),
-    Activation("relu", RELU, lambda Z: np.maximum(Z, 0), lambda Z: (Z > 0).astype(Z.dtype)),
+    Activation("logistic", LOGISTIC, _logistic, lambda Z: _logistic(Z) * _logistic(-Z),
+               _logistic_second),
+    Activation("tanh", TANH, np.tanh, lambda Z: 1 - np.tanh(Z) ** 2, _tanh_second),
+    Activation("relu", RELU, lambda Z: np.maximum(Z, 0), lambda Z: (Z > 0).astype(Z.dtype),
+               lambda Z: np.zeros_like(Z)),
 )}
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastjac import dense, losses, structured
+from fastjac import activations, dense, losses, structured
 
 if TYPE_CHECKING:
     from fastjac.mlp import MLP, Grads, Params
@@ -139,3 +139,63 @@ def loss_closure(net: MLP, X: ArrayLike, Y: ArrayLike, sample_weight: ArrayLike 
     """``f(params) -> loss`` of ``net`` by ``impl``'s module and the textbook formulas."""
     module, args = _module(impl), _route(net, X, Y, sample_weight)
     return lambda params: loss_value(module, net, *args(params))
+
+
+# ---------------------------------------------------------------- second order, the twins
+
+def logit_jacobians(module: ModuleType, net: MLP, X: np.ndarray, blocks: list[np.ndarray]
+                    ) -> list[np.ndarray]:
+    """Per-example Jacobians of the logits, blocks ``(N, m, *block)``, by the chain rule over
+    ``module``'s Jacobians from the identity ``dZ_L/dZ_L`` (N, m, N, m): the dense route
+    of ``fastjac.curvature`` (small N: it holds (N m)^2-sized tensors)."""
+    A, Z = forward(module, net, X, blocks)
+    N, m = Z[-1].shape
+    back: Any = dense._zeros((N, m, N, m), Z[-1].dtype, "logit_jacobians")
+    back.reshape(N * m, N * m)[np.arange(N * m), np.arange(N * m)] = 1
+    out: list[Any] = [None] * (2 * net.n_layers)
+    for l in range(net.n_layers, 0, -1):
+        W, b = blocks[2 * l - 2], blocks[2 * l - 1]
+        D_W, Wshape = module.DW_affine(A[l - 1], W, b)
+        D_b, bshape = module.Db_affine(A[l - 1], W, b)
+        out[2 * l - 2] = module.chain_rule(back, D_W, Wshape)
+        out[2 * l - 1] = module.chain_rule(back, D_b, bshape)
+        if l > 1:
+            D_X, Xshape = module.DX_affine(A[l - 1], W, b)
+            D_Z, Zshape = module.Dactivation(Z[l - 2], net.activations[l - 2])
+            back = module.chain_rule(module.chain_rule(back, D_X, Xshape), D_Z, Zshape)
+    return [np.asarray(J) for J in out]  # (N, m, *block): row n's Jacobian at index n
+
+
+def hessian_vector_product_twin(net: MLP, X: np.ndarray, Y: np.ndarray, blocks: list[np.ndarray],
+                                v: list[np.ndarray], gauss_newton: bool = False) -> list[np.ndarray]:
+    """``H v`` (or ``G v``) of the mean loss, in plain numpy over all rows: Pearlmutter's
+    R-operator on the textbook backward pass, with the activations' f, f', f'' and the
+    loss's per-row gradient and Hessian from the registries (+ alpha/N v on the weights)."""
+    L, N = net.n_layers, X.shape[0]
+    loss = losses.LOSSES[net.loss]
+    acts = [activations.ACTIVATIONS[a] for a in net.activations]
+    A, Ad, Z, Zd = [X], [np.zeros_like(X)], [], []
+    for l in range(1, L + 1):
+        W, b, V, vb = blocks[2 * l - 2], blocks[2 * l - 1], v[2 * l - 2], v[2 * l - 1]
+        Z.append(A[-1] @ W + b)
+        Zd.append(Ad[-1] @ W + A[-1] @ V + vb)
+        if l < L:
+            A.append(acts[l - 1].value(Z[-1]))
+            Ad.append(acts[l - 1].slope(Z[-1]) * Zd[-1])
+    F = loss.output(Z[-1])
+    g = loss.dZ(Y, F) / N
+    gd = np.einsum("nij,nj->ni", loss.hessian(Y, F), Zd[-1]) / N
+    out: list[Any] = [None] * (2 * L)
+    for l in range(L, 0, -1):
+        W, V = blocks[2 * l - 2], v[2 * l - 2]
+        out[2 * l - 2] = A[l - 1].T @ gd + (0 if gauss_newton else Ad[l - 1].T @ g) + (
+            net.alpha / N) * V
+        out[2 * l - 1] = gd.sum(axis=0)
+        if l > 1:
+            act, z = acts[l - 2], Z[l - 2]
+            h = g @ W.T
+            gd_prev = (gd @ W.T) * act.slope(z)
+            if not gauss_newton:
+                gd_prev += (g @ V.T) * act.slope(z) + h * act.second(z) * Zd[l - 2]
+            g, gd = h * act.slope(z), gd_prev
+    return out

@@ -58,12 +58,13 @@ from fastjac._jit import (
     BLOCK_ROWS,
     CHUNK_BLOCK_ROWS,
     CHUNK_SCRATCH_BYTES,
-    MIN_CHUNK_BLOCK_ROWS,
-    WIDE_BLOCK_ROWS,
     LINE_PARALLEL_MIN_ELEMENTS,
     LINESEARCH_MAX_HELD,
     LINESEARCH_MIN_INPUTS,
+    MIN_CHUNK_BLOCK_ROWS,
     PARALLEL_MIN_ELEMENTS,
+    WIDE_BLOCK_ROWS,
+    inline,
     kernel,
 )
 from fastjac.activations import activate_line, activate_rows
@@ -217,6 +218,33 @@ def line_products(X: np.ndarray, XT1: np.ndarray, theta: np.ndarray, dtheta: np.
         gemm(T, T, 1.0, Wbuf, X, 1.0, ZPT)
 
 
+@inline
+def forward_block(mode: int, Xb: np.ndarray, theta: np.ndarray, offs: np.ndarray,
+                  sizes: np.ndarray, acts: np.ndarray, block: int, hoffs: np.ndarray,
+                  work: np.ndarray, WLT: np.ndarray, bL: np.ndarray, with_slope: bool) -> np.ndarray:
+    """The forward pass of a block of rows Xb (B, n_0): hidden layer l's activations
+    A_l (B, n_l) at ``work[hoffs[l]:]``, its slopes f'(Z_l) after them (if
+    ``with_slope``), the logits transposed (m, B) at ``work[hoffs[L]:]``; returns
+    A_{L-1} (Xb itself for L = 1). ``mode``: the calling kernel's activation constant.
+    """
+    L = sizes.shape[0] - 1
+    B = Xb.shape[0]
+    Aprev = Xb
+    for l in range(1, L):
+        n = sizes[l]
+        o = hoffs[l]
+        A = work[o:o + B * n].reshape((B, n))
+        D = work[o + block * n:o + block * n + B * n].reshape((B, n))
+        W = theta[offs[2 * l - 2]:offs[2 * l - 1]].reshape((sizes[l - 1], n))
+        gemm(N, N, 1.0, Aprev, W, 0.0, A)
+        activate_rows(mode, acts[l - 1], A, theta[offs[2 * l - 1]:offs[2 * l]], D, with_slope)
+        Aprev = A
+    m = sizes[L]
+    o = hoffs[L]
+    output_layer(Aprev, WLT, bL, work[o:o + m * B].reshape((m, B)), m > SMALL_M)
+    return Aprev
+
+
 # ---------------------------------------------------------------- the kernels of one network kind
 
 
@@ -266,21 +294,11 @@ def kernels(mode: int, loss: int) -> Kernels:
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
             B = stop - start
-            Aprev = X[start:stop]
-            for l in range(1, L):
-                n = sizes[l]
-                o = hoffs[l]
-                A = work[o:o + B * n].reshape((B, n))
-                D = work[o + block * n:o + block * n + B * n].reshape((B, n))
-                W = theta[offs[2 * l - 2]:offs[2 * l - 1]].reshape((sizes[l - 1], n))
-                gemm(N, N, 1.0, Aprev, W, 0.0, A)
-                activate_rows(MODE, acts[l - 1], A, theta[offs[2 * l - 1]:offs[2 * l]], D,
-                              with_grad)
-                Aprev = A
+            Aprev = forward_block(MODE, X[start:stop], theta, offs, sizes, acts, block, hoffs,
+                                  work, WLT, bL, with_grad)
             o = hoffs[L]
             ZT = work[o:o + m * B].reshape((m, B))
             rows = work[o + m * block:o + (m + 4) * block].reshape((4, block))
-            output_layer(Aprev, WLT, bL, ZT, m > SMALL_M)
             if classes.size:
                 argmax_rows(ZT, classes[start:stop])
             if out.size:

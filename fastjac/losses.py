@@ -233,6 +233,136 @@ def argmax_rows(ZT: np.ndarray, out: np.ndarray) -> None:
         out[r] = best
 
 
+# ---------------------------------------------------------------- second order, per row
+
+# What the curvature kernels backpropagate from the logits (C vectors a row):
+# the row's loss gradient (C = 1), the square root S of its Hessian in the logits
+# (H = S S^T, C = m), Monte Carlo gradients of sampled targets (C = samples, scaled
+# 1/sqrt(C): their outer products average to the Fisher), or the identity (C = m: the
+# Jacobian of the logits themselves).
+LOSS_GRADIENT, HESSIAN_SQRT, MONTE_CARLO, IDENTITY_COTANGENTS = 0, 1, 2, 3
+
+
+@kernel
+def row_softmax(z: np.ndarray, q: np.ndarray) -> float:
+    """``q = softmax(z)`` of one row (shifted by the maximum); returns ``sum(exp(z - max))``."""
+    m = z.shape[0]
+    mx = z[0]
+    for c in range(1, m):
+        mx = max(mx, z[c])
+    se = 0.0
+    for c in range(m):
+        q[c] = exp_nonpos(z[c] - mx)
+        se += q[c]
+    for c in range(m):
+        q[c] = q[c] / se
+    return se
+
+
+@kernel
+def row_derivatives(loss: int, z: np.ndarray, y: np.ndarray, r: np.ndarray, p: np.ndarray) -> None:
+    """One row's loss gradient in the logits ``r`` (m,) and the outputs ``p`` (m,) its Hessian
+    is built from: softmax q with ``H = rowsum(y) (diag(q) - q q^T)``; logistic p with
+    ``H = diag(p (1 - p))``; for squared error ``H = I`` (p unused)."""
+    m = z.shape[0]
+    if loss == SOFTMAX_CROSS_ENTROPY:
+        row_softmax(z, p)
+        sy = 0.0
+        for c in range(m):
+            sy += y[c]
+        for c in range(m):
+            r[c] = p[c] * sy - y[c]
+    elif loss == BINARY_CROSS_ENTROPY:
+        for c in range(m):
+            p[c] = logistic_and_slope(z[c], 0.0)[0]
+            r[c] = p[c] - y[c]
+    else:
+        for c in range(m):
+            r[c] = z[c] - y[c]
+
+
+@kernel
+def row_hessian_vector(loss: int, y: np.ndarray, p: np.ndarray, u: np.ndarray,
+                       out: np.ndarray) -> None:
+    """``out = H u`` for one row's loss Hessian in the logits (``row_derivatives``' p)."""
+    m = u.shape[0]
+    if loss == SOFTMAX_CROSS_ENTROPY:
+        sy = 0.0
+        qu = 0.0
+        for c in range(m):
+            sy += y[c]
+            qu += p[c] * u[c]
+        for c in range(m):
+            out[c] = sy * p[c] * (u[c] - qu)
+    elif loss == BINARY_CROSS_ENTROPY:
+        for c in range(m):
+            out[c] = p[c] * (1.0 - p[c]) * u[c]
+    else:
+        for c in range(m):
+            out[c] = u[c]
+
+
+@kernel
+def row_cotangents(loss: int, source: int, z: np.ndarray, y: np.ndarray, rnd: np.ndarray,
+                   p: np.ndarray, U: np.ndarray) -> None:
+    """The C vectors (rows of U, (C, m)) one row backpropagates for ``source``.
+
+    HESSIAN_SQRT: the columns of S with H = S S^T: softmax cross-entropy
+    ``sqrt(sy) (diag(sqrt q) - q sqrt(q)^T)`` (column c: ``sqrt(sy q_c) (e_c - q)``),
+    binary ``diag(sqrt(p (1 - p)))``, squared error I. MONTE_CARLO: with
+    targets drawn from the model (``rnd``: a uniform per sample for softmax, one
+    per output and sample for binary, a standard normal for squared error), the
+    gradients ``q - e_y``, ``p - y``, ``-noise``, over sqrt(C).
+    """
+    C, m = U.shape
+    if source == IDENTITY_COTANGENTS:
+        for c in range(C):
+            for i in range(m):
+                U[c, i] = 1.0 if i == c else 0.0
+        return
+    if source == LOSS_GRADIENT:
+        row_derivatives(loss, z, y, U[0], p)
+        return
+    row_derivatives(loss, z, y, U[0], p)  # p: the outputs
+    if source == HESSIAN_SQRT:
+        if loss == SOFTMAX_CROSS_ENTROPY:
+            sy = 0.0
+            for i in range(m):
+                sy += y[i]
+            for c in range(C):
+                s = np.sqrt(sy * p[c])
+                for i in range(m):
+                    U[c, i] = s * ((1.0 if i == c else 0.0) - p[i])
+        elif loss == BINARY_CROSS_ENTROPY:
+            for c in range(C):
+                for i in range(m):
+                    U[c, i] = np.sqrt(p[i] * (1.0 - p[i])) if i == c else 0.0
+        else:
+            for c in range(C):
+                for i in range(m):
+                    U[c, i] = 1.0 if i == c else 0.0
+        return
+    scale = 1.0 / np.sqrt(C)  # MONTE_CARLO
+    for c in range(C):
+        if loss == SOFTMAX_CROSS_ENTROPY:
+            u = rnd[c]
+            k = m - 1
+            acc = 0.0
+            for i in range(m):
+                acc += p[i]
+                if u < acc:
+                    k = i
+                    break
+            for i in range(m):
+                U[c, i] = scale * (p[i] - (1.0 if i == k else 0.0))
+        elif loss == BINARY_CROSS_ENTROPY:
+            for i in range(m):
+                U[c, i] = scale * (p[i] - (1.0 if rnd[c * m + i] < p[i] else 0.0))
+        else:
+            for i in range(m):
+                U[c, i] = -scale * rnd[c * m + i]
+
+
 # ---------------------------------------------------------------- the numpy twins
 
 def _softmax(Z: np.ndarray) -> np.ndarray:
@@ -260,6 +390,7 @@ class Loss:
     ``dF(Y, F)``: their gradient in F (N, m). ``dZ(Y, F)``: their gradient
     in the logits, ``dF`` through the output map (the canonical link).
     ``output_jacobian``: which of the lecture's Jacobians the output map has.
+    ``hessian(Y, F)``: each row's Hessian in the logits (N, m, m).
     """
 
     name: str
@@ -269,6 +400,7 @@ class Loss:
     dF: Callable[[np.ndarray, np.ndarray], np.ndarray]
     dZ: Callable[[np.ndarray, np.ndarray], np.ndarray]
     output_jacobian: str  # "softmax", "logistic" or "identity"
+    hessian: Callable[[np.ndarray, np.ndarray], np.ndarray]  # per-row d^2 l / dz^2 (N, m, m)
 
 
 LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
@@ -276,17 +408,21 @@ LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
          lambda Y, F: -np.sum(_xlogy(Y, F), axis=1),
          lambda Y, F: -Y / F,
          lambda Y, F: F * Y.sum(axis=1, keepdims=True) - Y,
-         "softmax"),
+         "softmax",
+         lambda Y, F: Y.sum(axis=1)[:, None, None] * (
+             np.einsum("ni,ij->nij", F, np.eye(F.shape[1])) - F[:, :, None] * F[:, None, :])),
     Loss("binary_cross_entropy", BINARY_CROSS_ENTROPY, _logistic,
          lambda Y, F: -np.sum(_xlogy(Y, F) + _xlogy(1 - Y, 1 - F), axis=1),
          lambda Y, F: (F - Y) / (F * (1 - F)),
          lambda Y, F: F - Y,
-         "logistic"),
+         "logistic",
+         lambda Y, F: np.einsum("ni,ij->nij", F * (1 - F), np.eye(F.shape[1]))),
     Loss("squared_error", SQUARED_ERROR, lambda Z: Z.copy(),
          lambda Y, F: 0.5 * np.sum((Y - F) ** 2, axis=1),
          lambda Y, F: F - Y,
          lambda Y, F: F - Y,
-         "identity"),
+         "identity",
+         lambda Y, F: np.broadcast_to(np.eye(F.shape[1]), (F.shape[0],) + (F.shape[1],) * 2).copy()),
 )}
 
 

@@ -409,6 +409,74 @@ class MLP:
         return classes
 
 
+    # ---------------------------------------------------------------- per-example and curvature
+
+    def per_example_gradients(self, X: ArrayLike, Y: ArrayLike, params: Params) -> Grads:
+        """``grad l_n`` of every row's own loss: blocks ``(N, *block)`` (``fastjac.curvature``)."""
+        from fastjac import curvature
+
+        return curvature.per_example_gradients(self, X, Y, params)
+
+    def per_example_gradient_norms(self, X: ArrayLike, Y: ArrayLike, params: Params
+                                   ) -> NDArray[np.floating]:
+        """``|grad l_n|`` (N,), never forming the per-example gradients."""
+        from fastjac import curvature
+
+        return curvature.per_example_gradient_norms(self, X, Y, params)
+
+    def sum_grad_squared(self, X: ArrayLike, Y: ArrayLike, params: Params) -> Grads:
+        """``sum_n (grad l_n)^2`` per block."""
+        from fastjac import curvature
+
+        return curvature.sum_grad_squared(self, X, Y, params)
+
+    def diag_ggn(self, X: ArrayLike, Y: ArrayLike, params: Params, mc_samples: int | None = None,
+                 seed: Any = None) -> Grads:
+        """The diagonal of the mean loss's Gauss-Newton matrix per block; exact, or Monte Carlo."""
+        from fastjac import curvature
+
+        return curvature.diag_ggn(self, X, Y, params, mc_samples=mc_samples, seed=seed)
+
+    def kfac(self, X: ArrayLike, Y: ArrayLike, params: Params, fisher: str = "exact",
+             mc_samples: int = 1, seed: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """K-FAC factors per layer ``(A, B)`` (``fastjac.curvature.kfac`` for the conventions)."""
+        from fastjac import curvature
+
+        return curvature.kfac(self, X, Y, params, fisher=fisher, mc_samples=mc_samples, seed=seed)
+
+    def ggn_vector_product(self, X: ArrayLike, Y: ArrayLike, params: Params, v: Params) -> Grads:
+        """``G v`` for v a list of blocks."""
+        from fastjac import curvature
+
+        return curvature.ggn_vector_product(self, X, Y, params, v)
+
+    def hessian_vector_product(self, X: ArrayLike, Y: ArrayLike, params: Params,
+                               v: Params) -> Grads:
+        """``H v`` for v a list of blocks (exact)."""
+        from fastjac import curvature
+
+        return curvature.hessian_vector_product(self, X, Y, params, v)
+
+    def diag_hessian(self, X: ArrayLike, Y: ArrayLike, params: Params) -> Grads:
+        """The exact diagonal of the mean loss's Hessian, per block."""
+        from fastjac import curvature
+
+        return curvature.diag_hessian(self, X, Y, params)
+
+    def jacobian_params(self, X: ArrayLike, params: Params, factored: bool = False) -> Any:
+        """Per-example Jacobians of the logits: blocks ``(N, m, *block)``, or factored."""
+        from fastjac import curvature
+
+        return curvature.jacobian_params(self, X, params, factored=factored)
+
+    def empirical_ntk(self, X1: ArrayLike, params: Params, X2: ArrayLike | None = None,
+                      trace: bool = True) -> NDArray[np.floating]:
+        """The empirical NTK of the logits: (N1, N2), or (N1, N2, m, m) with ``trace=False``."""
+        from fastjac import curvature
+
+        return curvature.empirical_ntk(self, X1, params, X2=X2, trace=trace)
+
+
 def _check_impl(impl: str) -> None:
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
