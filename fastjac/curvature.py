@@ -22,9 +22,11 @@ Conventions (the README's table):
   augmented inputs ``abar = [a; 1]`` ((n_{l-1} + 1)^2) and ``B = (1/N) sum_n
   S_n S_n^T`` of the backpropagated Hessian square roots (n_l^2; Monte Carlo
   or empirical gradients for ``fisher="mc"``/``"empirical"``), so that
-  ``N A (x) B`` approximates the GGN block of ``vec([W_l; b_l])`` in row-major
-  order (``np.kron(A, B)`` indexes ``(i, j)`` as ``i n_l + j``): it equals it
-  at N = 1 and wherever ``S_n`` does not depend on n. No alpha.
+  ``A (x) B`` approximates the GGN block of ``vec([W_l; b_l])`` in row-major
+  order (``np.kron(A, B)`` indexes ``(i, j)`` as ``i n_l + j``), which is
+  ``(1/N) sum_n (abar abar^T) (x) (S_n S_n^T)``: it equals it at N = 1 and
+  wherever ``S_n S_n^T`` does not depend on n (a deep linear network with
+  squared error). No alpha.
 * ``jacobian_params`` and ``empirical_ntk`` are of the logits ``z_L``.
 """
 
@@ -572,8 +574,9 @@ def kfac(net: MLP, X: Any, Y: Any, params: Params, fisher: str = "exact", mc_sam
     ``abar = [a_{l-1,n}; 1]``) and ``B_l = (1/N) sum_n S S^T`` (n_l^2) with S the
     backpropagated vectors: the Hessian's square root (``fisher="exact"``, KFLR), Monte
     Carlo gradients (``"mc"``, ``mc_samples`` a row) or the loss gradient
-    (``"empirical"``). ``N kron(A_l, B_l)`` approximates the GGN block of
-    ``vec([W_l; b_l])`` (row-major); exact at N = 1. No alpha."""
+    (``"empirical"``). ``kron(A_l, B_l)`` approximates the GGN block of
+    ``vec([W_l; b_l])`` (row-major; W_l's entries, then b_l's); exact at N = 1.
+    No alpha."""
     N = np.shape(X)[0]
     if fisher == "exact":
         source, C, rnd = HESSIAN_SQRT, net.sizes[-1], None
