@@ -490,6 +490,9 @@ def plan(N: int, sizes: Sizes) -> Plan:
 
 
 _NO_INT = np.empty(0, dtype=np.int64)
+# read-only empty arrays of each float dtype: the kernels' "none" for optional arguments
+_EMPTY = {np.dtype(t): (np.empty(0, dtype=t), np.empty((0, 0), dtype=t))
+          for t in (np.float32, np.float64)}
 
 
 def _empty(dtype: np.dtype, ndim: int = 1) -> np.ndarray:
@@ -518,19 +521,20 @@ class NetworkPass:
         """``(loss sum, gradient (len(theta),) or None, outputs (N, m) or None)``; see
         ``network_pass``."""
         N, nchunks, dtype = self.N, self.nchunks, X.dtype
-        G = np.zeros((nchunks, theta.size), dtype=dtype) if with_grad else _empty(dtype, 2)
+        none1, none2 = _EMPTY[dtype]
+        G = np.zeros((nchunks, theta.size), dtype=dtype) if with_grad else none2
         work = np.empty((nchunks, self.scratch), dtype=dtype)
-        out = np.empty((N, int(self.sizes[-1])), dtype=dtype) if outputs else _empty(dtype, 2)
-        Yc = Y if Y is not None else _empty(dtype, 2)
-        wc = w if w is not None else _empty(dtype)
+        out = np.empty((N, int(self.sizes[-1])), dtype=dtype) if outputs else none2
+        Yc = none2 if Y is None else Y
+        wc = none1 if w is None else w
         cls = _NO_INT if classes is None else classes
-        no_g = _empty(dtype)
+        rows_pass, offs, sizes, acts = self.rows_pass, self.offs, self.sizes, self.acts
+        block, hoffs = self.block, self.hoffs
 
         def chunk(c: int) -> float:
-            return self.rows_pass(X, Yc, wc, theta, self.offs, self.sizes, self.acts,
-                                  c * N // nchunks, (c + 1) * N // nchunks, self.block,
-                                  self.hoffs, work[c], G[c] if with_grad else no_g, with_grad,
-                                  denom, out, cls)
+            return rows_pass(X, Yc, wc, theta, offs, sizes, acts, c * N // nchunks,
+                             (c + 1) * N // nchunks, block, hoffs, work[c],
+                             G[c] if with_grad else none1, with_grad, denom, out, cls)
 
         losses = run_chunks(chunk, nchunks)
         total = losses[0]

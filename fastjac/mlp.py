@@ -235,22 +235,24 @@ class MLP:
         checked: dict[tuple[Any, ...], np.dtype] = {}
         base = np.result_type(X0, *(() if Y0 is None else (Y0,)))
 
+        views = self._views
+
         def args(params: Params) -> _Args:
-            key = tuple((type(p), np.shape(p), getattr(p, "dtype", None)) for p in params)
+            key = tuple((p.shape, p.dtype) if type(p) is np.ndarray else None for p in params)
             dtype = checked.get(key)
             if dtype is None:
                 dtype = np.result_type(base, *self._blocks(params))
-                if all(type(p) is np.ndarray for p in params):
+                if None not in key:
                     checked[key] = dtype
+                params = self._blocks(params)
             if dtype not in data:
                 data[dtype] = (np.ascontiguousarray(X0, dtype=dtype),
                                None if Y0 is None else np.ascontiguousarray(Y0, dtype=dtype),
                                None if w0 is None else np.ascontiguousarray(w0, dtype=dtype))
             Xc, Yc, wc = data[dtype]
-            theta = np.empty(self.n_params, dtype=dtype)
-            offs = self._offs
-            for i, blk in enumerate(params):
-                theta[offs[i]:offs[i + 1]] = np.ravel(blk)
+            theta = np.empty(views[-1][1], dtype=dtype)
+            for (a, b, _), blk in zip(views, params):
+                theta[a:b] = blk.ravel()
             if not passes:
                 passes.append(fused.NetworkPass(X0.shape[0], self._sizes, self._mode, self._acts,
                                                 self._loss))

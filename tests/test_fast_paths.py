@@ -22,7 +22,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import fastjac
 from fastjac import activations, dense, fused, losses, scalar, structured
 from fastjac.linesearch import armijo_setup, block_backtracking, update_blocks
-from problems import standardized_problem
+from problems import fused_args, lecture_net, standardized_problem
 
 DTYPES = [np.float32, np.float64]
 F64 = np.finfo(np.float64)
@@ -52,18 +52,6 @@ def grad_blocks(X, Y, var):
     return loss, [g.reshape(v.shape) for g, v in zip(grad, var)]
 
 
-def lecture_net(var):
-    d, k = np.shape(var[0])
-    return fastjac.MLP([d, k, np.shape(var[2])[1]], activation="logistic")
-
-
-def fused_args(X, Y, var):
-    """What the lecture's closures pass to the kernels: X, Y contiguous in the dtype of all
-    inputs, theta = ``MLP.pack(var)`` in it, and the widths ``sizes``."""
-    dtype = np.result_type(X, Y, *var)
-    c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-    net = lecture_net(var)
-    return c(X), c(Y), net.pack(var, dtype=dtype), np.array(net.sizes, dtype=np.int64)
 
 
 class Counted:

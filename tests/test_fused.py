@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import fastjac
+from problems import fused_args, lecture_net
 from fastjac import activations, dense, fused, losses, scalar, structured
 from fastjac.linesearch import LineSearchError, block_backtracking, update_blocks
 
@@ -55,18 +56,6 @@ ACTS = np.array([activations.LOGISTIC], dtype=np.int64)
 LOSS = losses.SOFTMAX_CROSS_ENTROPY
 
 
-def lecture_net(var):
-    d, k = np.shape(var[0])
-    return fastjac.MLP([d, k, np.shape(var[2])[1]], activation="logistic")
-
-
-def fused_args(X, Y, var):
-    """What the lecture's closures pass to the kernels: X, Y contiguous in the dtype of all
-    inputs, theta = ``MLP.pack(var)`` in it, and the widths ``sizes``."""
-    dtype = np.result_type(X, Y, *var)
-    c = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
-    net = lecture_net(var)
-    return c(X), c(Y), net.pack(var, dtype=dtype), np.array(net.sizes, dtype=np.int64)
 
 
 def fused_loss_and_gradient(X, Y, theta, sizes, **kwargs):
