@@ -67,9 +67,12 @@ BLAS_THREAD_MIN_MNK = 4 * 65536
 # in one thread, blocks of WIDE_BLOCK_ROWS, and let BLAS thread each GEMM. Measured:
 # 256-512-10 (N = 40,000) 1 row a chunk block 5962 ms, 256 rows (BLAS threading inside
 # the chunks) 1194 ms, one thread with BLAS threads 709 ms; 784-128-10 (N = 20,000)
-# 2 rows 747 ms, one thread 168 ms. 64-128-64-10 (cap 31 rows) stays chunked (291 ms
-# against 470).
-MIN_CHUNK_BLOCK_ROWS = 16
+# 2 rows 747 ms, one thread 168 ms. Blocks of a few dozen rows make slow GEMMs: 2
+# chunks against one thread with BLAS threads (blocks of 512), median of 15
+# interleaved rounds: 64-128-64-10 tanh (cap 31 rows) N = 4,000 20.8 ms against 12.6,
+# N = 100,000 276 against 299 (quartiles overlapping); 64-100-10 relu (cap 40)
+# N = 1,797 3.5 against 2.7 ms; 30-64-10 relu (cap 136) N = 100,000 53 against 59.
+MIN_CHUNK_BLOCK_ROWS = 64
 WIDE_BLOCK_ROWS = 512
 
 # Inputs d from which the fused line search computes the first layer along the

@@ -140,10 +140,11 @@ def test_plan_picks_paths_from_sizes(monkeypatch):
     assert fused.plan(1, [1, 1, 1]) == fused.Plan(1, 1)
     cap = (fused.BLAS_THREAD_MIN_MNK - 1) // 600
     assert fused.plan(400_000, [30, 20, 2]) == fused.Plan(2, cap)
-    for N, sizes in [(400_000, [30, 20, 2]), (100_000, [64, 128, 64, 10]), (5000, [8, 9, 7, 3])]:
+    for N, sizes in [(400_000, [30, 20, 2]), (100_000, [30, 64, 10]), (5000, [8, 9, 7, 3])]:
         p = fused.plan(N, sizes)
         assert p.nchunks == 2 and p.block * max(fused.layer_products(sizes)) < fused.BLAS_THREAD_MIN_MNK
-    assert fused.plan(100_000, [64, 128, 64, 10]) == fused.Plan(2, (fused.BLAS_THREAD_MIN_MNK - 1) // 8192)
+    assert fused.plan(100_000, [30, 64, 10]) == fused.Plan(2, (fused.BLAS_THREAD_MIN_MNK - 1) // 1920)
+    assert fused.plan(100_000, [64, 128, 64, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)  # cap 31
     # very wide layers: one thread, BLAS threads the GEMMs
     assert fused.plan(40_000, [256, 512, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)
     assert fused.plan(40_000, [8, 784, 128, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)
