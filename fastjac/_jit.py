@@ -46,6 +46,11 @@ FASTMATH_CONTRACT = frozenset({"contract"})
 # the loss alone 1.22x, 0.83-0.88x, 0.68-0.72x, ~0.6x. The crossover is ~100k.
 PARALLEL_MIN_ELEMENTS = 100_000
 
+# Multiply-adds per call from which those chunks run on threads; below it they run
+# one after the other on the calling thread (the same chunks, so the same bits), as a
+# handoff to a Python worker thread costs more than it saves there.
+THREAD_MIN_ELEMENTS = 1_000_000
+
 # Rows per block when serial (small N): scratch is O(BLOCK_ROWS * (k + m)).
 BLOCK_ROWS = 256
 
@@ -95,6 +100,8 @@ LINESEARCH_MAX_HELD = 1 << 20
 # 1.32x (slower), (200, 20, 2) 1.03x, (400, 5, 2) 0.85x, (400, 20, 2) 0.73x,
 # (1000, 5, 2) 0.66x, (400, 64, 2) 0.57x.
 LINE_PARALLEL_MIN_ELEMENTS = 5000
+# ... and from which the chunks of a trial run on threads (else one after the other).
+LINE_THREAD_MIN_ELEMENTS = 5000
 
 
 def _source_key() -> str:

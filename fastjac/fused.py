@@ -59,10 +59,12 @@ from fastjac._jit import (
     CHUNK_BLOCK_ROWS,
     CHUNK_SCRATCH_BYTES,
     LINE_PARALLEL_MIN_ELEMENTS,
+    LINE_THREAD_MIN_ELEMENTS,
     LINESEARCH_MAX_HELD,
     LINESEARCH_MIN_INPUTS,
     MIN_CHUNK_BLOCK_ROWS,
     PARALLEL_MIN_ELEMENTS,
+    THREAD_MIN_ELEMENTS,
     WIDE_BLOCK_ROWS,
     inline,
     kernel,
@@ -425,16 +427,17 @@ _BUSY = threading.Lock()  # held by the call that uses the workers
 R = TypeVar("R")
 
 
-def run_chunks(fn: Callable[[int], R], nchunks: int) -> list[R]:
+def run_chunks(fn: Callable[[int], R], nchunks: int, threaded: bool = True) -> list[R]:
     """``[fn(0), ..., fn(nchunks - 1)]``: chunk 0 on this thread, the others on persistent
     worker threads (the kernels release the GIL); results in chunk order.
 
-    If another call holds the workers (calls from several threads at once), the
-    chunks run one after the other on this thread: each chunk computes the same
-    numbers wherever it runs (every GEMM of a chunk is small enough for BLAS to
-    run it single-threaded, see ``plan``), so the results are the same bits.
+    With ``threaded=False`` (work too small to pay for a handoff), or if another
+    call holds the workers (calls from several threads at once), the chunks run
+    one after the other on this thread: each chunk computes the same numbers
+    wherever it runs (every GEMM of a chunk is small enough for BLAS to run it
+    single-threaded, see ``plan``), so the results are the same bits.
     """
-    if nchunks == 1 or not _BUSY.acquire(blocking=False):
+    if nchunks == 1 or not threaded or not _BUSY.acquire(blocking=False):
         return [fn(c) for c in range(nchunks)]
     try:
         while len(_WORKERS) < nchunks - 1:
@@ -471,10 +474,12 @@ def plan(N: int, sizes: Sizes) -> Plan:
       ``CHUNK_SCRATCH_BYTES`` and whose every GEMM stays below
       ``BLAS_THREAD_MIN_MNK`` multiply-adds, so that BLAS runs it on the
       chunk's own thread (BLAS threads inside chunk threads fight for the
-      cores, and would make the rounding depend on BLAS's threads);
-    * unless that leaves fewer than ``MIN_CHUNK_BLOCK_ROWS`` rows a block
-      (very wide layers): then one thread walks blocks of ``WIDE_BLOCK_ROWS``
-      rows and BLAS threads each GEMM.
+      cores, and make the rounding depend on which thread BLAS runs on);
+      below ``THREAD_MIN_ELEMENTS`` the chunks run one after the other on the
+      calling thread (the same bits, no handoff);
+    * unless that leaves fewer than ``MIN_CHUNK_BLOCK_ROWS`` rows a block:
+      then one thread walks blocks of ``WIDE_BLOCK_ROWS`` rows and BLAS
+      threads each GEMM.
     """
     products = layer_products(sizes)
     threads = numba.get_num_threads()
@@ -513,6 +518,7 @@ class NetworkPass:
         self.offs = layout_offsets(sizes)
         self.hoffs, self.scratch = scratch_layout(self.block, sizes)
         self.rows_pass = kernels(mode, loss).rows_pass
+        self.threaded = N * sum(layer_products(sizes)) >= THREAD_MIN_ELEMENTS
 
     def __call__(self, X: np.ndarray, Y: np.ndarray | None, w: np.ndarray | None,
                  theta: np.ndarray, *, with_grad: bool, denom: float = 1.0,
@@ -536,7 +542,7 @@ class NetworkPass:
                              (c + 1) * N // nchunks, block, hoffs, work[c],
                              G[c] if with_grad else none1, with_grad, denom, out, cls)
 
-        losses = run_chunks(chunk, nchunks)
+        losses = run_chunks(chunk, nchunks, self.threaded)
         total = losses[0]
         for c in range(1, nchunks):
             total += losses[c]
@@ -605,6 +611,7 @@ class LineLoss:
         self.ZPT = np.empty((2 * k, N), dtype=X.dtype)
         width = int(sum(sizes[1:-1])) + 4 * m
         threads = 1 if N * width < LINE_PARALLEL_MIN_ELEMENTS else numba.get_num_threads()
+        self.threaded = N * width >= LINE_THREAD_MIN_ELEMENTS
         self.nchunks = max(1, min(threads, N)) if nchunks is None else nchunks
         self.block = max(1, min(BLOCK_ROWS, -(-N // self.nchunks))) if block is None else block
         deeper = layer_products(sizes)[1:-1]  # the trials' GEMMs (layers 2..L-1): kept small
@@ -645,7 +652,7 @@ class LineLoss:
                            (c + 1) * rows // nchunks, self.block, self.hoffs, self.work[c],
                            self.ones, self.out[c])
 
-        run_chunks(chunk, nchunks)
+        run_chunks(chunk, nchunks, self.threaded)
         totals = []
         for q in range(K):
             total = self.out[0, q]
