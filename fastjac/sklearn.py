@@ -101,9 +101,8 @@ class _Layout:
     """scikit-learn's flat parameter vector: ``[vec W_1, ..., vec W_L, b_1, ..., b_L]``."""
 
     def __init__(self, sizes: Sequence[int]) -> None:
-        self.shapes: list[tuple[int, ...]] = []
         coefs = [(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
-        self.shapes = [*coefs, *((b,) for _, b in coefs)]
+        self.shapes: list[tuple[int, ...]] = [*coefs, *((b,) for _, b in coefs)]
         ends = np.cumsum([math.prod(s) for s in self.shapes])
         self.slices = [slice(int(e - math.prod(s)), int(e)) for s, e in zip(self.shapes, ends)]
         self.n_coefs = int(ends[len(coefs) - 1])
@@ -187,9 +186,6 @@ class _BaseMLP(BaseEstimator):
                         ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _score(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> float:
-        raise NotImplementedError
-
     def _output_layer(self) -> tuple[str, str]:
         """``(out_activation_, fastjac loss)`` of the target seen by ``fit``."""
         return "identity", "squared_error"
@@ -229,14 +225,10 @@ class _BaseMLP(BaseEstimator):
         blocks = net.init(rng, dtype=dtype)
         return [blk.reshape(-1) if i % 2 else blk for i, blk in enumerate(blocks)]
 
-    def _forward(self, X: Any) -> Array:
-        """The network's outputs F (N, n_outputs_) on validated X."""
-        return self._net.predict(X, self._blocks())
-
     def _predict_checked(self, X: Any) -> Array:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
-        return self._forward(X)
+        return self._net.predict(X, self._blocks())
 
     def _reported(self, net: MLP, denom: float) -> Callable[[float, float], float]:
         """``report(J, sum_l ||W_l||^2)``: the loss as scikit-learn reports it. The
@@ -593,19 +585,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     >>> clf.predict_proba(X[:2] / 16).shape
     (2, 10)
     """
-
-    def __init__(self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *,
-                 solver: str = "lbfgs", alpha: float = 0.0001, max_iter: int = 200,
-                 tol: float = 1e-4, random_state: Any = None, warm_start: bool = False,
-                 early_stopping: bool = False, validation_fraction: float = 0.1,
-                 n_iter_no_change: int | float = 10, max_fun: int = 15000,
-                 damping: float = 1e-4, verbose: bool | int = False) -> None:
-        super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-                         solver=solver, alpha=alpha, max_iter=max_iter, tol=tol,
-                         random_state=random_state, warm_start=warm_start,
-                         early_stopping=early_stopping, validation_fraction=validation_fraction,
-                         n_iter_no_change=n_iter_no_change, max_fun=max_fun, damping=damping,
-                         verbose=verbose)
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool
                         ) -> tuple[np.ndarray, np.ndarray]:
