@@ -617,6 +617,31 @@ class OtherLoad:
         return max(0.0, (busy1 - busy0) - (own1 - own0)) / ((w1 - w0) * len(os.sched_getaffinity(0)))
 
 
+def environment_lines(env, loadavg_start, others_share):
+    """The "## Environment" section's bullet lines, from ``environment()``'s ``env``."""
+    cpu = env["cpu"]
+    lines = [f"- CPU: {cpu.get('model name')} (family {cpu.get('cpu family')}, model "
+             f"{cpu.get('model')}, AVX-512: {cpu.get('avx512')}), {env['cpus_usable']} usable CPUs; "
+             f"load average (1, 5, 15 min) {loadavg_start} at start, {env['loadavg']} at end",
+             f"- Other processes used {fmt_share(others_share)} of the CPUs during the run"
+             + (" — **the machine was shared**: absolute times are inflated and parallel code "
+                "(which waits for its slowest thread) suffers most; ratios within a row were timed "
+                "together" if (others_share or 0) > 0.05 else ""),
+             f"- Platform: {env['platform']}; Python {env['versions']['python']} ({env['python_executable']})",
+             f"- Numba threads: {env['numba_threads']}, threading layer: {env['numba_threading_layer']}"]
+    for b in env["blas"]:
+        lines.append(f"- {b['internal_api']} {b['version'] or ''} ({b['library']}, loaded by "
+                     f"{b['used_by']}): kernel "
+                     f"**{b.get('architecture') or '-'}**, {b['num_threads']} threads, "
+                     f"threading layer {b.get('threading_layer') or '-'}")
+    for key in ("torch_threads", "torch_blas", "torch_mkl", "jax_backend"):
+        if key in env:
+            lines.append(f"- {key.replace('_', ' ')}: {env[key]}")
+    lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
+    lines.append("- Environment variables: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    return lines
+
+
 def write_markdown(path, results, names, opts):
     env = results["env"]
     lines = ["# fastjac benchmark report", "",
@@ -653,26 +678,7 @@ def write_markdown(path, results, names, opts):
               f"{opts.budget:g} s per size; a sample lasts at least {opts.min_sample * 1e3:g} ms. "
               "The machine is shared and noisy: compare columns of one row (timed together), "
               "not runs.", "", "## Environment", ""]
-    cpu = env["cpu"]
-    lines += [f"- CPU: {cpu.get('model name')} (family {cpu.get('cpu family')}, model "
-              f"{cpu.get('model')}, AVX-512: {cpu.get('avx512')}), {env['cpus_usable']} usable CPUs; "
-              f"load average (1, 5, 15 min) {results['loadavg_start']} at start, {env['loadavg']} at end",
-              f"- Other processes used {fmt_share(env['others_cpu_share'])} of the CPUs during the run"
-              + (" — **the machine was shared**: absolute times are inflated and parallel code "
-                 "(which waits for its slowest thread) suffers most; ratios within a row were timed "
-                 "together" if (env["others_cpu_share"] or 0) > 0.05 else ""),
-              f"- Platform: {env['platform']}; Python {env['versions']['python']} ({env['python_executable']})",
-              f"- Numba threads: {env['numba_threads']}, threading layer: {env['numba_threading_layer']}"]
-    for b in env["blas"]:
-        lines.append(f"- {b['internal_api']} {b['version'] or ''} ({b['library']}, loaded by "
-                     f"{b['used_by']}): kernel "
-                     f"**{b.get('architecture') or '-'}**, {b['num_threads']} threads, "
-                     f"threading layer {b.get('threading_layer') or '-'}")
-    for key in ("torch_threads", "torch_blas", "torch_mkl", "jax_backend"):
-        if key in env:
-            lines.append(f"- {key.replace('_', ' ')}: {env[key]}")
-    lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
-    lines.append("- Environment variables: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    lines += environment_lines(env, results["loadavg_start"], env["others_cpu_share"])
     missing = [f"{p}" for p in ("jax", "torch", "autograd") if not peers.available(p)]
     if missing:
         lines.append(f"- Not installed here: {', '.join(missing)} ({peers.INSTALL_HINT})")

@@ -513,20 +513,7 @@ def write_markdown(path, results, opts):
           f"Rounds: at least {opts.min_rounds} (3 for the N=2,000 NTK), at most {opts.max_rounds}, as many "
           f"as fit {opts.budget:g} s per case; a sample lasts at least {opts.min_sample * 1e3:g} ms.",
           "", "## Environment", ""]
-    cpu = env["cpu"]
-    L += [f"- CPU: {cpu.get('model name')} (family {cpu.get('cpu family')}, model {cpu.get('model')}, "
-          f"AVX-512: {cpu.get('avx512')}), {env['cpus_usable']} usable CPUs; load average "
-          f"{results['loadavg_start']} at start, {env['loadavg']} at end",
-          f"- Other processes used {report.fmt_share(results['others_cpu'])} of the CPUs during the run",
-          f"- Numba threads: {env['numba_threads']}, threading layer: {env['numba_threading_layer']}"]
-    for b in env["blas"]:
-        L.append(f"- {b['internal_api']} {b['version'] or ''} ({b['library']}, loaded by {b['used_by']}): "
-                 f"kernel {b.get('architecture') or '-'}, {b['num_threads']} threads")
-    for key in ("torch_threads", "torch_blas", "jax_backend"):
-        if key in env:
-            L.append(f"- {key.replace('_', ' ')}: {env[key]}")
-    L.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
-    L.append("- Environment variables: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    L += report.environment_lines(env, results["loadavg_start"], results["others_cpu"])
     path.write_text("\n".join(L) + "\n")
 
 

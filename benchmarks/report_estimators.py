@@ -386,25 +386,7 @@ def write_markdown(path, results, opts):
                   f"{c['budget']:g} s" for n, c in opts.cases.items()) + ". "
               "The machine is shared and noisy: compare the columns of one row (timed "
               "together), not runs.", "", "## Environment", ""]
-    cpu = env["cpu"]
-    lines += [f"- CPU: {cpu.get('model name')} (family {cpu.get('cpu family')}, model "
-              f"{cpu.get('model')}, AVX-512: {cpu.get('avx512')}), {env['cpus_usable']} usable "
-              f"CPUs; load average (1, 5, 15 min) {results['loadavg_start']} at start, "
-              f"{env['loadavg']} at end",
-              f"- Other processes used {fmt_share(results['others_cpu_share'])} of the CPUs "
-              "during the run"
-              + (" — **the machine was shared**: absolute times are inflated; ratios within a "
-                 "row were timed together" if (results["others_cpu_share"] or 0) > 0.05 else ""),
-              f"- Platform: {env['platform']}; Python {env['versions']['python']} "
-              f"({env['python_executable']})",
-              f"- Numba threads: {env['numba_threads']}, threading layer: "
-              f"{env['numba_threading_layer']}"]
-    for b in env["blas"]:
-        lines.append(f"- {b['internal_api']} {b['version'] or ''} ({b['library']}, loaded by "
-                     f"{b['used_by']}): kernel **{b.get('architecture') or '-'}**, "
-                     f"{b['num_threads']} threads, threading layer {b.get('threading_layer') or '-'}")
-    lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
-    lines.append("- Environment variables: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    lines += report.environment_lines(env, results["loadavg_start"], results["others_cpu_share"])
     path.write_text("\n".join(lines) + "\n")
 
 

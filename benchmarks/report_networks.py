@@ -574,22 +574,7 @@ def write_markdown(path, results, opts):
     lines += ["## Method", "", __doc__.split("Method\n------\n")[1].strip(), "",
               "The machine is shared and noisy: compare figures timed together (one row, one "
               "run), not runs.", "", "## Environment", ""]
-    cpu = env["cpu"]
-    lines += [f"- CPU: {cpu.get('model name')} (family {cpu.get('cpu family')}, model "
-              f"{cpu.get('model')}, AVX-512: {cpu.get('avx512')}), {env['cpus_usable']} usable CPUs; "
-              f"load average (1, 5, 15 min) {results['loadavg_start']} at start, {env['loadavg']} at end",
-              f"- Other processes used {report.fmt_share(results['others_cpu_share'])} of the CPUs "
-              "during the run",
-              f"- Platform: {env['platform']}; Python {env['versions']['python']} ({env['python_executable']})",
-              f"- Numba threads: {env['numba_threads']}, threading layer: {env['numba_threading_layer']}"]
-    for b in env["blas"]:
-        lines.append(f"- {b['internal_api']} {b['version'] or ''} ({b['library']}, loaded by "
-                     f"{b['used_by']}): kernel {b.get('architecture') or '-'}, "
-                     f"{b['num_threads']} threads")
-    if "jax_backend" in env:
-        lines.append(f"- jax backend: {env['jax_backend']}")
-    lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
-    lines.append("- Environment variables: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    lines += report.environment_lines(env, results["loadavg_start"], results["others_cpu_share"])
     if not peers.available("jax"):
         lines.append(f"- Not installed here: jax ({peers.INSTALL_HINT})")
     path.write_text("\n".join(lines) + "\n")
