@@ -35,6 +35,7 @@ from typing import Any
 
 import numba
 import numba.core.config
+from numba.core.registry import CPUDispatcher
 
 FASTMATH = frozenset({"contract", "reassoc", "nsz", "arcp"})
 FASTMATH_CONTRACT = frozenset({"contract"})
@@ -137,10 +138,24 @@ CACHE_DIR = _cache_dir()
 _CONFIG: Any = numba.core.config  # its settings are set at run time (no stubs for them)
 
 
+class _HelperDispatcher(CPUDispatcher):
+    """A dispatcher for code called only from kernels: no Python entry point."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{self.py_func.__qualname__} is a fastjac kernel helper, compiled "
+                        "without a Python entry point: call it from a kernel")
+
+
 def kernel(fn: Callable[..., Any] | None = None, *, parallel: bool = False,
-           fastmath: frozenset[str] = FASTMATH) -> Any:
+           fastmath: frozenset[str] = FASTMATH, helper: bool = False) -> Any:
     """Compile ``fn`` with fastjac's policy and cache it in ``CACHE_DIR``
-    (``@kernel`` or ``@kernel(fastmath=...)``)."""
+    (``@kernel`` or ``@kernel(fastmath=..., helper=...)``).
+
+    ``helper=True``: a function only kernels call. It gets no CPython or C
+    wrapper (about 50 ms of compile time each for a few array arguments, and
+    linked again into every caller), so calling it from Python raises
+    ``TypeError``.
+    """
 
     def wrap(f: Callable[..., Any]) -> Any:
         # Numba's cache locator reads CACHE_DIR when the dispatcher is made; set it
@@ -148,8 +163,14 @@ def kernel(fn: Callable[..., Any] | None = None, *, parallel: bool = False,
         saved = _CONFIG.CACHE_DIR
         _CONFIG.CACHE_DIR = CACHE_DIR
         try:
-            return numba.njit(cache=True, error_model="numpy", fastmath=set(fastmath),
-                              nogil=True, parallel=parallel)(f)
+            if not helper:
+                return numba.njit(cache=True, error_model="numpy", fastmath=set(fastmath),
+                                  nogil=True, parallel=parallel)(f)
+            disp = _HelperDispatcher(py_func=f, locals={}, targetoptions=dict(
+                nopython=True, error_model="numpy", fastmath=set(fastmath), nogil=True,
+                no_cpython_wrapper=True, no_cfunc_wrapper=True))
+            disp.enable_caching()
+            return disp
         finally:
             _CONFIG.CACHE_DIR = saved
 

@@ -111,7 +111,7 @@ def _loops(code: int) -> tuple[Any, Any]:
     they are cached (Numba keys closures by the values they capture)."""
     fixed = int(code)
 
-    @kernel
+    @kernel(helper=True)
     def rows(layer_code: int, A: np.ndarray, b: np.ndarray, D: np.ndarray,
              with_slope: bool) -> None:
         """``A <- f(A + b)`` row by row (b (k,) along each row of A (B, k)); ``D <- f'(A + b)``
@@ -129,7 +129,7 @@ def _loops(code: int) -> tuple[Any, Any]:
                 for j in range(k):
                     a[j] = runtime_value_and_slope(c, a[j] + b[j], tiny)[0]
 
-    @kernel
+    @kernel(helper=True)
     def line(layer_code: int, z0: np.ndarray, p: np.ndarray, t: float, out: np.ndarray) -> None:
         """``out <- f(z0 + t p)`` (``f(z0)`` at t = 0) for contiguous vectors."""
         c = layer_code if fixed == MIXED else fixed

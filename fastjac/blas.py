@@ -48,7 +48,7 @@ def _scalar_slot(typingctx: Any, value: types.Type,
     return types.voidptr(value, like), codegen
 
 
-@kernel
+@kernel(helper=True)
 def gemm(op_a: np.int8, op_b: np.int8, alpha: float, A: np.ndarray, B: np.ndarray, beta: float,
          C: np.ndarray) -> None:
     """``C = alpha op(A) op(B) + beta C`` for row-major 2-D arrays whose rows are contiguous.

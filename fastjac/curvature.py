@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from fastjac import fused, losses
 from fastjac._jit import kernel
 from fastjac.activations import second_derivative
-from fastjac.fused import forward_block
+from fastjac.fused import forward_block, transposed
 from fastjac.blas import N as NOTR
 from fastjac.blas import T as TR
 from fastjac.blas import gemm
@@ -67,7 +67,7 @@ PER_EXAMPLE, NORMS, SUM_SQUARES, KFAC, FACTORS, JACOBIAN = 0, 1, 2, 3, 4, 5
 
 # ---------------------------------------------------------------- what a block's vectors feed
 
-@kernel
+@kernel(helper=True)
 def per_example_rows(A: np.ndarray, G: np.ndarray, oW: int, ob: int, out: np.ndarray) -> None:
     """``out[r, oW + i n + j] = A[r, i] G[r, j]`` and ``out[r, ob + j] = G[r, j]``:
     row r's gradient of layer l; A (B, p), G (B, n), out (B, P)."""
@@ -84,7 +84,7 @@ def per_example_rows(A: np.ndarray, G: np.ndarray, oW: int, ob: int, out: np.nda
             o[ob + j] = g[j]
 
 
-@kernel
+@kernel(helper=True)
 def norm_rows(A: np.ndarray, G: np.ndarray, out: np.ndarray) -> None:
     """``out[r] += (|A[r]|^2 + 1) |G[r]|^2``: the squared norm of row r's ``[W_l; b_l]``
     gradient, never formed."""
@@ -100,7 +100,7 @@ def norm_rows(A: np.ndarray, G: np.ndarray, out: np.ndarray) -> None:
         out[r] += aa * gg
 
 
-@kernel
+@kernel(helper=True)
 def square_sums(A: np.ndarray, G: np.ndarray, C: int, A2: np.ndarray, M: np.ndarray,
                 accW: np.ndarray, accb: np.ndarray) -> None:
     """``accW += (A o A)^T M``, ``accb += sum_rows M`` with ``M[r, j] = sum_c G[r C + c, j]^2``:
@@ -122,7 +122,7 @@ def square_sums(A: np.ndarray, G: np.ndarray, C: int, A2: np.ndarray, M: np.ndar
     gemm(TR, NOTR, 1.0, A2, M, 1.0, accW)
 
 
-@kernel
+@kernel(helper=True)
 def kfac_sums(A: np.ndarray, G: np.ndarray, AA: np.ndarray, accA: np.ndarray,
               accB: np.ndarray) -> None:
     """``accA += abar^T abar`` over the rows (``abar = [A 1]``, accA (p+1, p+1)) and
@@ -141,7 +141,7 @@ def kfac_sums(A: np.ndarray, G: np.ndarray, AA: np.ndarray, accA: np.ndarray,
     gemm(TR, NOTR, 1.0, G, G, 1.0, accB)
 
 
-@kernel
+@kernel(helper=True)
 def factor_rows(A: np.ndarray, G: np.ndarray, C: int, oa: int, og: int,
                 out: np.ndarray) -> None:
     """Row r's factors: ``out[r, oa:oa + p] = A[r]`` and ``out[r, og:og + C n] = G[r C:(r+1) C]``."""
@@ -155,7 +155,7 @@ def factor_rows(A: np.ndarray, G: np.ndarray, C: int, oa: int, og: int,
                 out[r, og + c * n + j] = G[r * C + c, j]
 
 
-@kernel
+@kernel(helper=True)
 def jacobian_rows(A: np.ndarray, G: np.ndarray, C: int, oW: int, ob: int,
                   out: np.ndarray) -> None:
     """Row r's Jacobian of logit c in layer l: ``out[r, c, oW + i n + j] = A[r, i] G[r C + c, j]``,
@@ -174,7 +174,7 @@ def jacobian_rows(A: np.ndarray, G: np.ndarray, C: int, oW: int, ob: int,
                 o[ob + j] = g[j]
 
 
-@kernel
+@kernel(helper=True)
 def scale_rows_by(G: np.ndarray, C: int, D: np.ndarray, tiny: float) -> None:
     """``G[r C + c] *= D[r]`` (the slopes of the layer below, for every column c)."""
     B, n = D.shape
@@ -222,7 +222,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         m = sizes[L]
         n_in = sizes[L - 1]
         WL = theta[offs[2 * L - 2]:offs[2 * L - 1]].reshape((n_in, m))
-        WLT = np.ascontiguousarray(WL.T)
+        WLT = transposed(WL)
         bL = theta[offs[2 * L - 1]:offs[2 * L]]
         tiny = flush_threshold(work)
         P = offs[2 * L]
@@ -294,7 +294,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         m = sizes[L]
         n_in = sizes[L - 1]
         WL = theta[offs[2 * L - 2]:offs[2 * L - 1]].reshape((n_in, m))
-        WLT = np.ascontiguousarray(WL.T)
+        WLT = transposed(WL)
         bL = theta[offs[2 * L - 1]:offs[2 * L]]
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
@@ -400,7 +400,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         m = sizes[L]
         n_in = sizes[L - 1]
         WL = theta[offs[2 * L - 2]:offs[2 * L - 1]].reshape((n_in, m))
-        WLT = np.ascontiguousarray(WL.T)
+        WLT = transposed(WL)
         bL = theta[offs[2 * L - 1]:offs[2 * L]]
         for start in range(lo, hi, block):
             stop = min(start + block, hi)

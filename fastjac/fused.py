@@ -114,7 +114,7 @@ def scratch_layout(block: int, sizes: Sizes) -> tuple[NDArray[np.int64], int]:
 
 # ---------------------------------------------------------------- helpers of every network
 
-@kernel
+@kernel(helper=True)
 def output_layer(A: np.ndarray, WT: np.ndarray, b: np.ndarray, ZT: np.ndarray,
                  blas: bool) -> None:
     """``ZT = (A W + b)^T``: A (B, k), WT = W^T (m, k), b (m,), ZT (m, B).
@@ -138,7 +138,7 @@ def output_layer(A: np.ndarray, WT: np.ndarray, b: np.ndarray, ZT: np.ndarray,
                 ZT[c, r] = z
 
 
-@kernel
+@kernel(helper=True)
 def output_layer_T(AT: np.ndarray, WT: np.ndarray, b: np.ndarray, ZT: np.ndarray) -> None:
     """``ZT = (A W + b)^T`` from ``AT = A^T`` (k, B): k axpys per output, vectorised over
     rows (m <= ``SMALL_M``), or one GEMM."""
@@ -157,7 +157,7 @@ def output_layer_T(AT: np.ndarray, WT: np.ndarray, b: np.ndarray, ZT: np.ndarray
                 ZT[c, r] += wc * AT[j, r]
 
 
-@kernel
+@kernel(helper=True)
 def backward_output(ZT: np.ndarray, WT: np.ndarray, W: np.ndarray, A: np.ndarray,
                     D: np.ndarray) -> None:
     """``D <- (G W^T) * D`` for the layer below the output: G = ZT^T (B, m), W (k, m),
@@ -218,6 +218,18 @@ def line_products(X: np.ndarray, XT1: np.ndarray, theta: np.ndarray, dtheta: np.
                 ZPT[j, a] = bj
                 ZPT[k + j, a] = dbj
         gemm(T, T, 1.0, Wbuf, X, 1.0, ZPT)
+
+
+@inline
+def transposed(W: np.ndarray) -> np.ndarray:
+    """``W^T`` as a new C-contiguous array (a plain loop: Numba's generic
+    ``np.ascontiguousarray`` costs about 1000 lines of LLVM IR in every kernel)."""
+    n, m = W.shape
+    WT = np.empty((m, n), dtype=W.dtype)
+    for i in range(n):
+        for j in range(m):
+            WT[j, i] = W[i, j]
+    return WT
 
 
 @inline
@@ -290,7 +302,7 @@ def kernels(mode: int, loss: int) -> Kernels:
         n_in = sizes[L - 1]
         WL = theta[offs[2 * L - 2]:offs[2 * L - 1]].reshape((n_in, m))
         bL = theta[offs[2 * L - 1]:offs[2 * L]]
-        WLT = np.ascontiguousarray(WL.T)
+        WLT = transposed(WL)
         tiny = flush_threshold(work)
         total = 0.0
         for start in range(lo, hi, block):

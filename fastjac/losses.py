@@ -42,7 +42,7 @@ SOFTMAX_CROSS_ENTROPY, BINARY_CROSS_ENTROPY, SQUARED_ERROR = 0, 1, 2
 
 # ---------------------------------------------------------------- the kernels' loops
 
-@kernel
+@kernel(helper=True)
 def softmax_cross_entropy_rows(ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with_grad: bool,
                                denom: float, rows: np.ndarray) -> float:
     """Softmax cross-entropy of each row of ``ZT^T`` against Y, summed with weights w.
@@ -92,7 +92,7 @@ def softmax_cross_entropy_rows(ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, wit
     return loss
 
 
-@kernel
+@kernel(helper=True)
 def binary_cross_entropy_rows(ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with_grad: bool,
                               denom: float, rows: np.ndarray) -> float:
     """Binary cross-entropy of a logistic output per column, summed with weights w.
@@ -125,7 +125,7 @@ def binary_cross_entropy_rows(ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with
     return loss
 
 
-@kernel
+@kernel(helper=True)
 def squared_error_rows(ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with_grad: bool,
                        denom: float, rows: np.ndarray) -> float:
     """``0.5 sum_c (y_c - z_c)^2`` per row, summed with weights w; if ``with_grad``
@@ -180,7 +180,7 @@ def loss_rows(loss: int, ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with_grad
     return softmax_cross_entropy_rows(ZT, Y, w, with_grad, denom, rows)
 
 
-@kernel
+@kernel(helper=True)
 def softmax_rows(ZT: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
     """``out`` (B, m) = softmax of each column of ZT (m, B) (ZT is overwritten)."""
     m, B = ZT.shape
@@ -243,7 +243,7 @@ def argmax_rows(ZT: np.ndarray, out: np.ndarray) -> None:
 LOSS_GRADIENT, HESSIAN_SQRT, MONTE_CARLO, IDENTITY_COTANGENTS = 0, 1, 2, 3
 
 
-@kernel
+@kernel(helper=True)
 def row_softmax(z: np.ndarray, q: np.ndarray) -> float:
     """``q = softmax(z)`` of one row (shifted by the maximum); returns ``sum(exp(z - max))``."""
     m = z.shape[0]
@@ -259,7 +259,7 @@ def row_softmax(z: np.ndarray, q: np.ndarray) -> float:
     return se
 
 
-@kernel
+@kernel(helper=True)
 def row_derivatives(loss: int, z: np.ndarray, y: np.ndarray, r: np.ndarray, p: np.ndarray) -> None:
     """One row's loss gradient in the logits ``r`` (m,) and the outputs ``p`` (m,) its Hessian
     is built from: softmax q with ``H = rowsum(y) (diag(q) - q q^T)``; logistic p with
@@ -281,7 +281,7 @@ def row_derivatives(loss: int, z: np.ndarray, y: np.ndarray, r: np.ndarray, p: n
             r[c] = z[c] - y[c]
 
 
-@kernel
+@kernel(helper=True)
 def row_hessian_vector(loss: int, y: np.ndarray, p: np.ndarray, u: np.ndarray,
                        out: np.ndarray) -> None:
     """``out = H u`` for one row's loss Hessian in the logits (``row_derivatives``' p)."""
@@ -302,7 +302,7 @@ def row_hessian_vector(loss: int, y: np.ndarray, p: np.ndarray, u: np.ndarray,
             out[c] = u[c]
 
 
-@kernel
+@kernel(helper=True)
 def row_cotangents(loss: int, source: int, z: np.ndarray, y: np.ndarray, rnd: np.ndarray,
                    p: np.ndarray, U: np.ndarray) -> None:
     """The C vectors (rows of U, (C, m)) one row backpropagates for ``source``.

@@ -85,7 +85,7 @@ _TWO_M512 = 2.0 ** -512
 
 # Reassociation would fold the two-constant reduction into one and lose ~10
 # bits at |x| ~ 700, so this function gets only FMA contraction.
-@kernel(fastmath=FASTMATH_CONTRACT)
+@kernel(fastmath=FASTMATH_CONTRACT, helper=True)
 def exp_nonpos(x: float) -> float:
     """``exp(x)`` for ``x <= 0`` in float64, within 2.1 ulp; NaN gives NaN, -inf gives 0.
 
@@ -127,7 +127,7 @@ _LN2_LO = 1.90821492927058770002e-10
 # ln2 = _LN2_HI + _LN2_LO (below, fdlibm's): _LN2_HI has 32 bits, so n * _LN2_HI is exact
 
 
-@kernel(fastmath=FASTMATH_CONTRACT)
+@kernel(fastmath=FASTMATH_CONTRACT, helper=True)
 def exp_poly_nonpos(x: float) -> float:
     """``exp(x)`` for ``x <= 0`` in float64, within 2.1 ulp; NaN gives NaN, -inf gives 0.
 
@@ -165,7 +165,7 @@ _LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e
        1.479819860511658591e-01)
 
 
-@kernel(fastmath=FASTMATH_CONTRACT)
+@kernel(fastmath=FASTMATH_CONTRACT, helper=True)
 def log_pos(x: float) -> float:
     """``log(x)`` for normal ``x > 0`` in float64, within 1 ulp; NaN gives NaN, inf gives inf.
 

@@ -46,6 +46,17 @@ def log_pos_all(x):
     return out
 
 
+@numba.njit(fastmath={"contract"})
+def log_pos_one(x):
+    """``scalar.log_pos`` of one scalar, outside a loop (helpers have no Python entry)."""
+    return scalar.log_pos(x)
+
+
+@numba.njit
+def _sce_rows(ZT, Y, w, with_grad, denom, rows):
+    return losses.softmax_cross_entropy_rows(ZT, Y, w, with_grad, denom, rows)
+
+
 def grad_blocks(X, Y, var):
     """(loss, gradient shaped as var) from the fused closure."""
     loss, grad = fastjac.nn_loss_and_gradient_closure(X, Y)(var)
@@ -71,7 +82,7 @@ class Counted:
 @pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="needs 80-bit long double")
 @pytest.mark.parametrize("values", ["[1, 2)", "[0.5, 1.5)", "exp(+-700)", "edges"])
 def test_log_pos_within_one_ulp(values, rng):
-    """log_pos (in a kernel loop and called from Python) is within 1 ulp of an 80-bit log."""
+    """log_pos (in a kernel loop and on one scalar) is within 1 ulp of an 80-bit log."""
     x = {
         "[1, 2)": rng.uniform(1, 2, 100_000),
         "[0.5, 1.5)": rng.uniform(0.5, 1.5, 100_000),
@@ -84,7 +95,7 @@ def test_log_pos_within_one_ulp(values, rng):
     ulp = np.spacing(np.abs(exact.astype(np.float64))).astype(np.longdouble)
     err = np.abs(out.astype(np.longdouble) - exact) / ulp
     assert err.max() <= 1, f"{err.max():.3f} ulp at x = {x[np.argmax(err)]!r}"
-    assert_array_equal([scalar.log_pos(v) for v in x[:200]], out[:200])
+    assert_array_equal([log_pos_one(v) for v in x[:200]], out[:200])
     if values == "edges":
         assert out[0] == 0.0 and out[1] == np.log(2.0)
 
@@ -93,7 +104,7 @@ def test_log_pos_nan_and_inf():
     """NaN gives NaN and +inf gives +inf, in a loop and as a scalar call."""
     out = log_pos_all(np.array([np.nan, np.inf, 2.0]))
     assert np.isnan(out[0]) and out[1] == np.inf and out[2] == np.log(2.0)
-    assert np.isnan(scalar.log_pos(np.nan)) and scalar.log_pos(np.inf) == np.inf
+    assert np.isnan(log_pos_one(np.nan)) and log_pos_one(np.inf) == np.inf
 
 
 # ---------------------------------------------------------------- predict
@@ -470,10 +481,10 @@ def test_softmax_cross_entropy_matches_dense(B, m, weighted, rng):
     ref_grad = ((Q * Y.sum(axis=1, keepdims=True) - Y) / denom).T * (w if weighted else 1.0)
     Z2T = np.ascontiguousarray(Z.T)
     rows = np.full((4, B + 3), np.nan)  # scratch wider than B, garbage to start with
-    loss = losses.softmax_cross_entropy_rows(Z2T.copy(), Y, w, False, denom, rows)
+    loss = _sce_rows(Z2T.copy(), Y, w, False, denom, rows)
     assert_allclose(loss, ref_loss, rtol=1e-13)
     G = Z2T.copy()
-    assert losses.softmax_cross_entropy_rows(G, Y, w, True, denom, rows) == loss
+    assert _sce_rows(G, Y, w, True, denom, rows) == loss
     assert_allclose(G, ref_grad, rtol=1e-13, atol=1e-16 * np.abs(ref_grad).max(initial=1.0))
     if B > 1:
         assert_array_equal(G[:, 1::4], (Q[1::4] * 0).T)  # no label: zero gradient
@@ -563,3 +574,12 @@ def test_line_products_from_X_and_from_its_transpose_agree(dtype, rng, monkeypat
     assert_allclose(small.ZPT, exact, rtol=tol, atol=tol * np.abs(exact).max())
     assert_allclose(large.ZPT, exact, rtol=tol, atol=tol * np.abs(exact).max())
     assert_allclose(small.sums([0.0, 0.5]), large.sums([0.0, 0.5]), rtol=tol)
+
+
+def test_kernel_helpers_refuse_python_calls():
+    """A helper compiled without a Python entry point raises instead of crashing."""
+    with pytest.raises(TypeError, match="kernel helper"):
+        scalar.log_pos(2.0)
+    with pytest.raises(TypeError, match="kernel helper"):
+        losses.softmax_cross_entropy_rows(np.zeros((2, 3)), np.zeros((3, 2)), np.empty(0),
+                                          False, 1.0, np.zeros((4, 3)))
