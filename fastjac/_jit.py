@@ -7,9 +7,14 @@
   fresh cache.
   It lives under ``$NUMBA_CACHE_DIR`` when that is set (an empty directory
   there is a cold start), else next to the package, else in ``~/.cache``.
-* Kernels (``@kernel``) are the functions Python calls; helpers they call
-  (``@inline``) are inlined into them by Numba, so each kernel is one
-  compilation (a separately compiled helper costs about 0.2 s of LLVM each).
+* Kernels (``@kernel``) are the functions Python calls. Functions only
+  kernels call are either ``@kernel(helper=True)``: compiled once per
+  process and type, without the CPython and C wrappers a Python entry
+  point needs (about 50 ms of compile time each, saved), linked into each
+  caller and inlined there by LLVM (``forceinline=True`` where a loop must
+  vectorise through it); or ``@inline``: Numba IR inlined at each call site,
+  for small code and for dispatch on a kernel's constant codes, whose dead
+  branches Numba then prunes.
   Kernels take run-time codes (activation, loss, flags), never one
   specialisation per network: a new depth or width compiles nothing.
 * ``error_model="numpy"``: division by zero gives inf/nan like numpy instead of
@@ -147,14 +152,15 @@ class _HelperDispatcher(CPUDispatcher):
 
 
 def kernel(fn: Callable[..., Any] | None = None, *, parallel: bool = False,
-           fastmath: frozenset[str] = FASTMATH, helper: bool = False) -> Any:
+           fastmath: frozenset[str] = FASTMATH, helper: bool = False,
+           forceinline: bool = False) -> Any:
     """Compile ``fn`` with fastjac's policy and cache it in ``CACHE_DIR``
     (``@kernel`` or ``@kernel(fastmath=..., helper=...)``).
 
     ``helper=True``: a function only kernels call. It gets no CPython or C
-    wrapper (about 50 ms of compile time each for a few array arguments, and
-    linked again into every caller), so calling it from Python raises
-    ``TypeError``.
+    wrapper (about 50 ms of compile time each for a few array arguments), so
+    calling it from Python raises ``TypeError``; ``forceinline=True`` makes
+    LLVM inline it into every caller (its loops then vectorise).
     """
 
     def wrap(f: Callable[..., Any]) -> Any:
@@ -168,7 +174,7 @@ def kernel(fn: Callable[..., Any] | None = None, *, parallel: bool = False,
                                   nogil=True, parallel=parallel)(f)
             disp = _HelperDispatcher(py_func=f, locals={}, targetoptions=dict(
                 nopython=True, error_model="numpy", fastmath=set(fastmath), nogil=True,
-                no_cpython_wrapper=True, no_cfunc_wrapper=True))
+                no_cpython_wrapper=True, no_cfunc_wrapper=True, forceinline=forceinline))
             disp.enable_caching()
             return disp
         finally:

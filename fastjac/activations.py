@@ -42,7 +42,7 @@ IDENTITY, LOGISTIC, TANH, RELU = 0, 1, 2, 3
 
 # ---------------------------------------------------------------- the kernels' scalars
 
-@inline
+@kernel(helper=True, forceinline=True)
 def logistic_and_slope(z: float, tiny: float) -> tuple[float, float]:
     """``(s(z), s'(z))`` with ``e = exp(-|z|)``: ``s = 1 / (1 + e)`` or ``e / (1 + e)`` by
     the sign of z, ``s' = e / (1 + e)^2``; neither overflows. ``tiny``: float32
@@ -58,7 +58,7 @@ _TP0, _TP1, _TP2 = -9.64399179425052238628e-1, -9.92877231001918586564e1, -1.614
 _TQ0, _TQ1, _TQ2 = 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3
 
 
-@inline
+@kernel(helper=True, forceinline=True)
 def tanh_and_slope(z: float, tiny: float) -> tuple[float, float]:
     """``(tanh z, 1 - tanh^2 z)`` with one division: ``t = x + x^3 P(x^2) / Q(x^2)`` for
     x = |z| < 0.625, else ``t = 1 + d`` with ``d = -2 e / (1 + e)``, ``e = exp(-2x)``;
@@ -81,13 +81,13 @@ def tanh_and_slope(z: float, tiny: float) -> tuple[float, float]:
     return (t if z >= 0 else -t), slope
 
 
-@inline
+@kernel(helper=True, forceinline=True)
 def relu_and_slope(z: float, tiny: float) -> tuple[float, float]:
     """``(max(z, 0), [z > 0])``; NaN stays NaN."""
     return (z if z > 0 else (0.0 if z <= 0 else z)), (1.0 if z > 0 else (0.0 if z <= 0 else z))
 
 
-@inline
+@kernel(helper=True, forceinline=True)
 def identity_and_slope(z: float, tiny: float) -> tuple[float, float]:
     """``(z, 1)``."""
     return z, 1.0
