@@ -42,7 +42,7 @@ from fastjac.budget import (  # noqa: F401  (re-exported: the train API's names 
     get_dense_budget,
     parse_size,
 )
-from fastjac import activations, budget, losses
+from fastjac import activations, budget, losses, precompile
 from fastjac.data import (  # noqa: F401  (re-exported)
     BREAST_CANCER_CLASSES,
     CLASSIFICATION,
@@ -490,11 +490,14 @@ def run(plan: Plan, *, verbose: bool = True, file: TextIO | None = None,
     fg: Callable[..., Any]
     ls: Callable[..., Any]
     predict_classes: Callable[[np.ndarray, Sequence[np.ndarray]], NDArray[np.int64]]
+    pending: precompile.Pending | None = None
     if impl == "dense":
         module = _module(impl)
         fg, ls = closures(module, X_train, Y_train, classes=True)
         predict_classes = module.nn_predict
     else:
+        # on a cold cache, the line search's kernels compile in a helper process meanwhile
+        pending = precompile.line_kernels(net, X_train)
         fg = net.loss_and_gradient_closure(X_train, Y_train, classes=classify)
         ls = net.line_search_closure(X_train, Y_train)
         predict_classes = net.predict_classes
@@ -513,7 +516,11 @@ def run(plan: Plan, *, verbose: bool = True, file: TextIO | None = None,
     # exp(-z) overflows to inf for very negative z, and 1 / (1 + inf) = 0 is the
     # right logistic value: not worth a warning on every trial step.
     with np.errstate(over="ignore"), budget.dense_budget(plan.dense_budget):
-        loss, grad, *_ = fg(x)
+        try:
+            loss, grad, *_ = fg(x)
+        finally:  # the helper is waited for (and its directory removed) in any case
+            if pending is not None:
+                pending.finish()
         for i in range(steps):
             # Bias gradients come back (k,) (the lecture's Db_affine); blocks must match x.
             grad = [g.reshape(xi.shape) for g, xi in zip(grad, x)]
