@@ -169,12 +169,12 @@ def kernel(fn: Callable[..., Any] | None = None, *, parallel: bool = False,
         saved = _CONFIG.CACHE_DIR
         _CONFIG.CACHE_DIR = CACHE_DIR
         try:
+            options: dict[str, Any] = dict(error_model="numpy", fastmath=set(fastmath), nogil=True)
             if not helper:
-                return numba.njit(cache=True, error_model="numpy", fastmath=set(fastmath),
-                                  nogil=True, parallel=parallel)(f)
+                return numba.njit(cache=True, parallel=parallel, **options)(f)
             disp = _HelperDispatcher(py_func=f, locals={}, targetoptions=dict(
-                nopython=True, error_model="numpy", fastmath=set(fastmath), nogil=True,
-                no_cpython_wrapper=True, no_cfunc_wrapper=True, forceinline=forceinline))
+                nopython=True, no_cpython_wrapper=True, no_cfunc_wrapper=True,
+                forceinline=forceinline, **options))
             disp.enable_caching()
             return disp
         finally:

@@ -32,7 +32,6 @@ import numpy as np
 from fastjac import _jit, fused
 
 if TYPE_CHECKING:
-    from fastjac.linesearch import LineSearchError
     from fastjac.mlp import MLP
 
 # the cache files of the line search's kernels (Numba names them after the function)
@@ -62,13 +61,13 @@ class Pending:
                 return False
             moved = False
             for sub in source.iterdir():
+                into = target / sub.name
+                into.mkdir(parents=True, exist_ok=True)
                 for pattern in _PATTERNS:
                     # data files first, the index last: an index never points at nothing
-                    files = sorted(sub.glob(pattern), key=lambda f: f.suffix == ".nbi")
-                    for f in files:
-                        (target / sub.name).mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(f, target / sub.name / (f.name + ".part"))
-                        os.replace(target / sub.name / (f.name + ".part"), target / sub.name / f.name)
+                    for f in sorted(sub.glob(pattern), key=lambda f: f.suffix == ".nbi"):
+                        shutil.copyfile(f, into / (f.name + ".part"))
+                        os.replace(into / (f.name + ".part"), into / f.name)
                         moved = True
             return moved
         except OSError:
