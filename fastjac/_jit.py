@@ -70,8 +70,8 @@ BLOCK_ROWS = 256
 # 256 -> 87, 436 (the GEMM cap) -> 86; 64-128-64-10 (tanh) at N = 100,000: 15 rows
 # 355 ms, 31 (the cap) -> 291; against 470 ms for one thread with BLAS threading
 # blocks of 512.
-CHUNK_SCRATCH_BYTES = 1 << 20
-CHUNK_BLOCK_ROWS = 1024
+CHUNK_SCRATCH_BYTES = 2 << 20
+CHUNK_BLOCK_ROWS = 256
 BLAS_THREAD_MIN_MNK = 4 * 65536
 
 # Layers so wide that the GEMM cap leaves fewer rows than this a block walk the rows

@@ -1,13 +1,23 @@
-"""BLAS GEMM on row-major blocks from inside kernels.
+"""BLAS GEMM on row-major blocks from inside kernels, and BLAS's own threads.
 
 Numba's own GEMM entry point (``numba_xxgemm``, what ``np.dot`` calls) is
 scipy's BLAS, resolved at run time, so kernels that call it can be cached.
+
+``single_threaded()`` holds that BLAS at one thread while fastjac's own
+threads each run a chunk of rows: BLAS threads inside those threads would
+fight them for the cores (OpenBLAS threads any GEMM from 4 x 65536
+multiply-adds on), and a GEMM's rounding can depend on BLAS's thread count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import contextlib
+import ctypes
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import types
@@ -65,3 +75,90 @@ def gemm(op_a: np.int8, op_b: np.int8, alpha: float, A: np.ndarray, B: np.ndarra
             _scalar_slot(beta, C), C.ctypes, C.shape[1])
 
 
+
+
+# ---------------------------------------------------------------- BLAS threads
+
+class _Threads(NamedTuple):
+    """The thread-count functions of the BLAS library kernels call."""
+
+    get: Callable[[], int]
+    set: Callable[[int], None]
+
+
+@functools.cache
+def _kernel_blas() -> _Threads | None:
+    """The thread-count functions of the library behind scipy's ``cython_blas`` (the GEMM
+    ``numba_xxgemm`` calls), if it is OpenBLAS with its own thread pool (pthreads: one
+    process-wide count); else None.
+
+    OpenBLAS's functions are called directly: threadpoolctl's limits only take effect
+    from the first thread that set one.
+    """
+    try:
+        import scipy.linalg.cython_blas
+        from threadpoolctl import ThreadpoolController
+
+        class DlInfo(ctypes.Structure):
+            _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                        ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+        wrapper = ctypes.CDLL(scipy.linalg.cython_blas.__file__)
+        dgemm = next(getattr(wrapper, name) for name in ("scipy_dgemm_", "dgemm_", "dgemm")
+                     if hasattr(wrapper, name))
+        info = DlInfo()
+        if not ctypes.CDLL(None).dladdr(ctypes.cast(dgemm, ctypes.c_void_p), ctypes.byref(info)):
+            return None
+        path = os.path.realpath(info.fname.decode())
+        for lib in ThreadpoolController().lib_controllers:
+            if (os.path.realpath(lib.filepath) == path and lib.internal_api == "openblas"
+                    and lib.threading_layer == "pthreads"):
+                for prefix in ("", "scipy_"):
+                    for suffix in ("", "64_", "_64"):
+                        name = f"{prefix}openblas_set_num_threads{suffix}"
+                        if hasattr(lib.dynlib, name):
+                            get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}")
+                            set_ = getattr(lib.dynlib, name)
+                            get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                            return _Threads(get, set_)
+    except Exception:  # no dladdr, no threadpoolctl, an unknown library: no control
+        pass
+    return None
+
+
+def threads_controllable() -> bool:
+    """Whether ``single_threaded`` can hold the kernels' BLAS at one thread here."""
+    return _kernel_blas() is not None
+
+
+_LOCK = threading.Lock()
+_HOLDERS = 0  # calls inside single_threaded() now
+_SAVED = 0  # the thread count before the first of them
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run the block with the kernels' BLAS (``_kernel_blas``) at one thread; restore the
+    count after.
+
+    Calls may overlap (several Python threads): the first sets one thread, the
+    last restores the count it found. That library's other callers meanwhile
+    also run on one thread. A no-op where ``threads_controllable()`` is false.
+    """
+    global _HOLDERS, _SAVED
+    blas = _kernel_blas()
+    if blas is None:
+        yield
+        return
+    with _LOCK:
+        if _HOLDERS == 0:
+            _SAVED = blas.get()
+            blas.set(1)
+        _HOLDERS += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _HOLDERS -= 1
+            if _HOLDERS == 0:
+                blas.set(_SAVED)

@@ -497,7 +497,7 @@ def _factors(net: MLP, X: Any, Y: Any, params: Params, source: int, C: int, what
                           G[c, 0], G[c, 1], S[c, 0], S[c, 1], rows[c, 0], rows[c, 1], out, aux,
                           acc[c], aoffs_arr)
 
-    fused.run_chunks(chunk, nchunks)
+    fused.run_chunks(chunk, nchunks, one_blas_thread=nchunks > 1)
     for c in range(1, nchunks):
         np.add(acc[0], acc[c], out=acc[0])
     return out, aux, acc[0]
@@ -619,7 +619,7 @@ def _tangent(net: MLP, X: Any, Y: Any, params: Params, v: Params, hessian: bool
                           T[c, 1], T[c, 2], T[c, 3], T[c, 4], hessian, float(N), rows[c, 0],
                           rows[c, 1], rows[c, 2], rows[c, 3], out[c])
 
-    fused.run_chunks(chunk, nchunks)
+    fused.run_chunks(chunk, nchunks, one_blas_thread=nchunks > 1)
     for c in range(1, nchunks):
         np.add(out[0], out[c], out=out[0])
     blocks = _per_layer(net, out[0])
@@ -660,7 +660,7 @@ def diag_hessian(net: MLP, X: Any, Y: Any, params: Params) -> list[NDArray[np.fl
                                Hs[c, 1], Hs[c, 2], vecs[c, 0], vecs[c, 1], vecs[c, 2],
                                vecs[c, 3], vecs[c, 4], acc[c])
 
-    fused.run_chunks(chunk, nchunks)
+    fused.run_chunks(chunk, nchunks, one_blas_thread=nchunks > 1)
     for c in range(1, nchunks):
         np.add(acc[0], acc[c], out=acc[0])
     blocks = _per_layer(net, acc[0] / N)

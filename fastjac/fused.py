@@ -24,11 +24,10 @@ How it is made fast and cheap to compile (each choice measured on the
   ``G W^T`` (only m terms per entry) is loops up to ``SMALL_M`` outputs.
   Logits are held transposed (m, B) so that the losses vectorise over rows.
 * **Threads, chosen from the sizes** (``plan``): small problems run
-  serially; larger narrow ones split the rows into one contiguous chunk per
-  thread (Python threads calling the GIL-free kernel: no ``parallel=True``
-  compilation), with blocks small enough for BLAS to run each GEMM
-  single-threaded; wide layers walk the blocks in one thread and let BLAS
-  thread each large GEMM.
+  serially; larger ones split the rows into one contiguous chunk per thread
+  (Python threads calling the GIL-free kernel: no ``parallel=True``
+  compilation), while BLAS runs each chunk's GEMMs on one thread
+  (``blas.single_threaded``).
 * **Determinism.** Chunk partial sums are added in chunk order and blocks in
   row order, so for a fixed number of threads repeated calls are bitwise
   identical.
@@ -43,6 +42,7 @@ allocate all scratch, so ``tracemalloc`` sees every byte.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import threading
@@ -70,6 +70,7 @@ from fastjac._jit import (
     kernel,
 )
 from fastjac.activations import activate_line, activate_rows
+from fastjac import blas
 from fastjac.blas import N, T, gemm
 from fastjac.losses import argmax_rows, loss_outputs, loss_rows
 from fastjac.scalar import flush, flush_threshold
@@ -439,27 +440,31 @@ _BUSY = threading.Lock()  # held by the call that uses the workers
 R = TypeVar("R")
 
 
-def run_chunks(fn: Callable[[int], R], nchunks: int, threaded: bool = True) -> list[R]:
+def run_chunks(fn: Callable[[int], R], nchunks: int, threaded: bool = True,
+               one_blas_thread: bool = False) -> list[R]:
     """``[fn(0), ..., fn(nchunks - 1)]``: chunk 0 on this thread, the others on persistent
     worker threads (the kernels release the GIL); results in chunk order.
 
     With ``threaded=False`` (work too small to pay for a handoff), or if another
     call holds the workers (calls from several threads at once), the chunks run
     one after the other on this thread: each chunk computes the same numbers
-    wherever it runs (every GEMM of a chunk is small enough for BLAS to run it
-    single-threaded, see ``plan``), so the results are the same bits.
+    wherever it runs, so the results are the same bits. ``one_blas_thread``:
+    BLAS runs at one thread meanwhile (``blas.single_threaded``; the plan asks
+    for it when a chunk's GEMMs are large enough for BLAS to thread them,
+    whose rounding can depend on its thread count).
     """
-    if nchunks == 1 or not threaded or not _BUSY.acquire(blocking=False):
-        return [fn(c) for c in range(nchunks)]
-    try:
-        while len(_WORKERS) < nchunks - 1:
-            _WORKERS.append(_Worker())
-        for c in range(1, nchunks):
-            _WORKERS[c - 1].inbox.put((fn, c))
-        first = fn(0)
-        return [first] + [_WORKERS[c - 1].result() for c in range(1, nchunks)]
-    finally:
-        _BUSY.release()
+    with blas.single_threaded() if one_blas_thread else contextlib.nullcontext():
+        if nchunks == 1 or not threaded or not _BUSY.acquire(blocking=False):
+            return [fn(c) for c in range(nchunks)]
+        try:
+            while len(_WORKERS) < nchunks - 1:
+                _WORKERS.append(_Worker())
+            for c in range(1, nchunks):
+                _WORKERS[c - 1].inbox.put((fn, c))
+            first = fn(0)
+            return [first] + [_WORKERS[c - 1].result() for c in range(1, nchunks)]
+        finally:
+            _BUSY.release()
 
 
 # ---------------------------------------------------------------- plans
@@ -482,28 +487,38 @@ def plan(N: int, sizes: Sizes) -> Plan:
     * small problems (``N sum(n_{l-1} n_l) < PARALLEL_MIN_ELEMENTS``) or one
       thread: serial, blocks of up to ``BLOCK_ROWS`` rows;
     * otherwise one contiguous row chunk per thread (``numba.get_num_threads()``),
-      partial sums added in chunk order, in blocks whose scratch stays near
-      ``CHUNK_SCRATCH_BYTES`` and whose every GEMM stays below
-      ``BLAS_THREAD_MIN_MNK`` multiply-adds, so that BLAS runs it on the
-      chunk's own thread (BLAS threads inside chunk threads fight for the
-      cores, and make the rounding depend on which thread BLAS runs on);
+      partial sums added in chunk order, in blocks of up to ``CHUNK_BLOCK_ROWS``
+      rows whose scratch stays below ``CHUNK_SCRATCH_BYTES``; BLAS runs at one
+      thread meanwhile (``blas.single_threaded``, see ``one_blas_thread``);
       below ``THREAD_MIN_ELEMENTS`` the chunks run one after the other on the
       calling thread (the same bits, no handoff);
-    * unless that leaves fewer than ``MIN_CHUNK_BLOCK_ROWS`` rows a block:
-      then one thread walks blocks of ``WIDE_BLOCK_ROWS`` rows and BLAS
-      threads each GEMM.
+    * where BLAS's threads cannot be controlled (``blas.threads_controllable``),
+      blocks are also capped so that every GEMM stays below
+      ``BLAS_THREAD_MIN_MNK`` multiply-adds (OpenBLAS then runs it on the
+      chunk's own thread), unless that leaves fewer than ``MIN_CHUNK_BLOCK_ROWS``
+      rows a block: then one thread walks blocks of ``WIDE_BLOCK_ROWS`` rows and
+      BLAS threads each GEMM.
     """
     products = layer_products(sizes)
     threads = numba.get_num_threads()
     if threads == 1 or N * sum(products) < PARALLEL_MIN_ELEMENTS:
         return Plan(1, max(1, min(N, BLOCK_ROWS)))
-    cap = (BLAS_THREAD_MIN_MNK - 1) // max(products)
-    if cap < MIN_CHUNK_BLOCK_ROWS:
-        return Plan(1, max(1, min(N, WIDE_BLOCK_ROWS)))
     nchunks = max(1, min(threads, N))
     row_bytes = 8 * (2 * sum(int(n) for n in sizes[1:-1]) + int(sizes[-1]) + 4)
-    block = min(CHUNK_BLOCK_ROWS, CHUNK_SCRATCH_BYTES // row_bytes, cap, -(-N // nchunks))
+    block = min(CHUNK_BLOCK_ROWS, CHUNK_SCRATCH_BYTES // row_bytes, -(-N // nchunks))
+    if not blas.threads_controllable():
+        cap = (BLAS_THREAD_MIN_MNK - 1) // max(products)
+        if cap < MIN_CHUNK_BLOCK_ROWS:
+            return Plan(1, max(1, min(N, WIDE_BLOCK_ROWS)))
+        block = min(block, cap)
     return Plan(nchunks, max(1, block))
+
+
+def one_blas_thread(nchunks: int, block: int, products: Sequence[int]) -> bool:
+    """Whether chunks of ``block`` rows with GEMMs of ``products`` multiply-adds per row
+    must hold BLAS at one thread: several chunks, and a GEMM from ``BLAS_THREAD_MIN_MNK``
+    multiply-adds (where OpenBLAS starts threading)."""
+    return nchunks > 1 and bool(products) and block * max(products) >= BLAS_THREAD_MIN_MNK
 
 
 _NO_INT = np.empty(0, dtype=np.int64)
@@ -531,6 +546,7 @@ class NetworkPass:
         self.hoffs, self.scratch = scratch_layout(self.block, sizes)
         self.rows_pass = kernels(mode, loss).rows_pass
         self.threaded = N * sum(layer_products(sizes)) >= THREAD_MIN_ELEMENTS
+        self.one_blas_thread = one_blas_thread(self.nchunks, self.block, layer_products(sizes))
 
     def __call__(self, X: np.ndarray, Y: np.ndarray | None, w: np.ndarray | None,
                  theta: np.ndarray, *, with_grad: bool, denom: float = 1.0,
@@ -554,7 +570,7 @@ class NetworkPass:
                              (c + 1) * N // nchunks, block, hoffs, work[c],
                              G[c] if with_grad else none1, with_grad, denom, out, cls)
 
-        losses = run_chunks(chunk, nchunks, self.threaded)
+        losses = run_chunks(chunk, nchunks, self.threaded, self.one_blas_thread)
         total = losses[0]
         for c in range(1, nchunks):
             total += losses[c]
@@ -626,9 +642,10 @@ class LineLoss:
         self.threaded = N * width >= LINE_THREAD_MIN_ELEMENTS
         self.nchunks = max(1, min(threads, N)) if nchunks is None else nchunks
         self.block = max(1, min(BLOCK_ROWS, -(-N // self.nchunks))) if block is None else block
-        deeper = layer_products(sizes)[1:-1]  # the trials' GEMMs (layers 2..L-1): kept small
-        if deeper and self.nchunks > 1 and block is None:
+        deeper = layer_products(sizes)[1:-1]  # the trials' GEMMs (layers 2..L-1)
+        if deeper and self.nchunks > 1 and block is None and not blas.threads_controllable():
             self.block = max(1, min(self.block, (BLAS_THREAD_MIN_MNK - 1) // max(deeper)))
+        self.one_blas_thread = one_blas_thread(self.nchunks, self.block, deeper)
         self.hoffs, size = scratch_layout(self.block, sizes)
         self.work = np.empty((self.nchunks, size), dtype=X.dtype)
         self.ones = np.ones(self.block, dtype=X.dtype)
@@ -664,7 +681,7 @@ class LineLoss:
                            (c + 1) * rows // nchunks, self.block, self.hoffs, self.work[c],
                            self.ones, self.out[c])
 
-        run_chunks(chunk, nchunks, self.threaded)
+        run_chunks(chunk, nchunks, self.threaded, self.one_blas_thread)
         totals = []
         for q in range(K):
             total = self.out[0, q]

@@ -130,24 +130,29 @@ def test_large_problems_match_structured_chain_rule(N, d, k, m, dtype, rng):
 
 
 def test_plan_picks_paths_from_sizes(monkeypatch):
-    """Serial below the work threshold; one chunk per thread above it, blocks sized by
-    their scratch and capped so that BLAS never threads a block's GEMM; one thread with
-    BLAS threading its GEMMs for layers too wide for that. The thread count is pinned:
+    """Serial below the work threshold; one chunk per thread above it, in blocks of at
+    most CHUNK_BLOCK_ROWS rows whose scratch stays below CHUNK_SCRATCH_BYTES, BLAS held
+    at one thread where a block's GEMM could be threaded. The thread count is pinned:
     the plan must not depend on the machine."""
     monkeypatch.setattr(fused.numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(fused.blas, "threads_controllable", lambda: True)
+    rows = fused.CHUNK_BLOCK_ROWS
     assert fused.plan(400, [30, 20, 2]) == fused.Plan(2, 200)  # the lecture: 2 x 200 rows
     assert fused.plan(10, [30, 20, 2]) == fused.Plan(1, 10)
     assert fused.plan(1, [1, 1, 1]) == fused.Plan(1, 1)
-    cap = (fused.BLAS_THREAD_MIN_MNK - 1) // 600
-    assert fused.plan(400_000, [30, 20, 2]) == fused.Plan(2, cap)
-    for N, sizes in [(400_000, [30, 20, 2]), (100_000, [30, 64, 10]), (5000, [8, 9, 7, 3])]:
-        p = fused.plan(N, sizes)
-        assert p.nchunks == 2 and p.block * max(fused.layer_products(sizes)) < fused.BLAS_THREAD_MIN_MNK
-    assert fused.plan(100_000, [30, 64, 10]) == fused.Plan(2, (fused.BLAS_THREAD_MIN_MNK - 1) // 1920)
-    assert fused.plan(100_000, [64, 128, 64, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)  # cap 31
-    # very wide layers: one thread, BLAS threads the GEMMs
-    assert fused.plan(40_000, [256, 512, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)
-    assert fused.plan(40_000, [8, 784, 128, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)
+    for N, sizes in [(400_000, [30, 20, 2]), (100_000, [30, 64, 10]),
+                     (100_000, [64, 128, 64, 10]), (1797, [64, 100, 10])]:
+        assert fused.plan(N, sizes) == fused.Plan(2, rows)
+    # scratch 8 (2 sum(hidden) + m + 4) bytes a row bounds very wide layers' blocks
+    for sizes in ([256, 512, 10], [8, 784, 128, 10], [4, 4096, 2]):
+        row_bytes = 8 * (2 * sum(sizes[1:-1]) + sizes[-1] + 4)
+        assert fused.plan(40_000, sizes) == fused.Plan(
+            2, min(rows, fused.CHUNK_SCRATCH_BYTES // row_bytes))
+    assert fused.plan(4096, [4, 4096, 2]).block * 8 * (2 * 4096 + 6) <= fused.CHUNK_SCRATCH_BYTES
+    # BLAS is held at one thread only where a GEMM of a block reaches BLAS's threshold
+    assert not fused.one_blas_thread(2, 200, fused.layer_products([30, 20, 2]))  # the lecture
+    assert fused.one_blas_thread(2, rows, fused.layer_products([64, 128, 64, 10]))
+    assert not fused.one_blas_thread(1, rows, fused.layer_products([64, 128, 64, 10]))
     # any depth: the work is summed over the layers (640 multiply-adds per row for
     # [30, 20, 2], 1040 with one more hidden layer of 20)
     N = fused.PARALLEL_MIN_ELEMENTS // 1040 + 1
@@ -156,6 +161,24 @@ def test_plan_picks_paths_from_sizes(monkeypatch):
     assert fused.plan(N, [30, 20, 20, 2]).nchunks == 2
     monkeypatch.setattr(fused.numba, "get_num_threads", lambda: 1)
     assert fused.plan(400_000, [30, 20, 2]).nchunks == 1  # one thread: serial
+
+
+def test_plan_without_blas_thread_control(monkeypatch):
+    """Where BLAS's threads cannot be held, blocks are capped so that BLAS never threads a
+    block's GEMM, and layers too wide for that run in one thread with BLAS threading its
+    GEMMs."""
+    monkeypatch.setattr(fused.numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(fused.blas, "threads_controllable", lambda: False)
+    cap = (fused.BLAS_THREAD_MIN_MNK - 1) // 600
+    assert fused.plan(400, [30, 20, 2]) == fused.Plan(2, 200)
+    assert fused.plan(400_000, [30, 20, 2]) == fused.Plan(2, min(cap, fused.CHUNK_BLOCK_ROWS))
+    for N, sizes in [(400_000, [30, 20, 2]), (100_000, [30, 64, 10]), (5000, [8, 9, 7, 3])]:
+        p = fused.plan(N, sizes)
+        assert p.nchunks == 2 and p.block * max(fused.layer_products(sizes)) < fused.BLAS_THREAD_MIN_MNK
+    assert fused.plan(100_000, [30, 64, 10]) == fused.Plan(2, (fused.BLAS_THREAD_MIN_MNK - 1) // 1920)
+    assert fused.plan(100_000, [64, 128, 64, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)  # cap 31
+    assert fused.plan(40_000, [256, 512, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)
+    assert fused.plan(40_000, [8, 784, 128, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)
 
 
 def test_non_contiguous_inputs_and_bias_shapes(rng):

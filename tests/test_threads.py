@@ -50,3 +50,54 @@ def test_repeated_calls_are_bitwise_identical(N, dtype):
     assert all(bits(fg(var)) == first for _ in range(5))
     f = fastjac.nn_loss_closure(X, Y)
     assert len({np.float64(f(var)).tobytes() for _ in range(5)}) == 1
+
+
+def test_single_threaded_blas_holds_and_restores():
+    """Overlapping holds from two threads, the second thread ending last: the kernels' BLAS
+    stays at one thread until the last hold ends, then gets back the count it had."""
+    import threading
+
+    from fastjac import blas
+    if not blas.threads_controllable():
+        pytest.skip("the kernels' BLAS is not OpenBLAS with its own thread pool here")
+
+    def blas_threads():
+        return blas._kernel_blas().get()
+
+    before = blas_threads()
+    assert before >= 1
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with blas.single_threaded():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other)
+    with blas.single_threaded():
+        assert blas_threads() == 1
+        t.start()
+        assert inside.wait(10)
+    assert blas_threads() == 1  # the other thread still holds it
+    release.set()
+    t.join()
+    assert blas_threads() == before
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_concurrent_calls_of_wide_networks_match_serial_calls(activation):
+    """Layers wide enough for BLAS to thread a block's GEMM: the chunks hold BLAS at one
+    thread, and calls from many threads at once (some running their chunks serially)
+    give the bits of one call at a time."""
+    net = fastjac.MLP([64, 128, 64, 10], activation=activation)
+    rng = np.random.default_rng(0)
+    cases = []
+    for s in range(4):
+        X = rng.normal(size=(3000, 64))
+        Y = np.eye(10)[rng.integers(0, 10, 3000)]
+        cases.append((net.loss_and_gradient_closure(X, Y), net.init(seed=s)))
+    serial = [bits(fg(params)) for fg, params in cases]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(2):
+            futures = [pool.submit(fg, params) for fg, params in cases]
+            assert [bits(f.result()) for f in futures] == serial
