@@ -26,8 +26,8 @@
   float64); wrappers convert everything else before calling.
 
 The thresholds below pick serial or parallel paths; each was measured on the
-development machine (2 cores, OpenBLAS 0.3.30 through scipy, Numba's OpenMP
-threading layer) as described next to it.
+development machine (2 cores, OpenBLAS 0.3.30 through scipy) as described next
+to it.
 """
 
 from __future__ import annotations
@@ -60,29 +60,36 @@ THREAD_MIN_ELEMENTS = 1_000_000
 # Rows per block when serial (small N): scratch is O(BLOCK_ROWS * (k + m)).
 BLOCK_ROWS = 256
 
-# Row chunks: blocks whose scratch (2 sum(hidden) + m + 4 values a row) stays near
-# CHUNK_SCRATCH_BYTES, at most CHUNK_BLOCK_ROWS rows, and whose every GEMM (block x
-# n_{l-1} x n_l multiply-adds) stays below BLAS_THREAD_MIN_MNK: OpenBLAS threads a
-# GEMM from 4 x 65536 multiply-adds on (its GEMM_MULTITHREAD_THRESHOLD), and BLAS
-# threads inside the chunks' threads both fight for the cores and make the rounding
-# depend on which thread BLAS runs on. Measured on the 2-core AMD EPYC (Zen 3), 2
-# chunks, loss and gradient: 30-20-2 at N = 400,000: 128 rows 91 ms, 218 -> 88,
-# 256 -> 87, 436 (the GEMM cap) -> 86; 64-128-64-10 (tanh) at N = 100,000: 15 rows
-# 355 ms, 31 (the cap) -> 291; against 470 ms for one thread with BLAS threading
-# blocks of 512.
+# Row chunks: blocks of at most CHUNK_BLOCK_ROWS rows whose scratch (2 sum(hidden) +
+# m + 4 values a row) stays below CHUNK_SCRATCH_BYTES, while the kernels' BLAS runs
+# at one thread (``blas.single_threaded``). Measured on the 2-core AMD EPYC (Zen 3),
+# loss and gradient, 2 chunks with BLAS held at one thread, by rows a block (median
+# of 9, one process): 64-128-64-10 tanh N = 100,000: 64 rows 293 ms, 128 -> 237,
+# 256 -> 228, 512 -> 241; 256-512-10 relu N = 40,000: 64 -> 494, 128 -> 435, 256 ->
+# 415, 512 -> 444; 784-128-10 relu N = 20,000: 128 -> 155, 256 -> 157, 512 -> 156;
+# 30-64-10 relu N = 100,000: 128 -> 67, 256 -> 54, 512 -> 60. Against the plan
+# before (one thread, BLAS threading blocks of 512 where the cap below left fewer
+# than 64 rows), fresh processes taking turns, 2 each: 64-128-64-10 N = 100,000
+# 244-268 ms against 327-358, N = 4,000 10.8-11.3 against 14.2-19.1; 64-100-10
+# N = 1,797 1.9-2.4 against 2.5-3.9; 256-512-10 420-454 against 659-687;
+# 784-128-10 164-175 against 193-203.
 CHUNK_SCRATCH_BYTES = 2 << 20
 CHUNK_BLOCK_ROWS = 256
+
+# Where BLAS's threads cannot be held (not OpenBLAS with its own thread pool), blocks
+# keep every GEMM (block x n_{l-1} x n_l multiply-adds) below BLAS_THREAD_MIN_MNK:
+# OpenBLAS threads a GEMM from 4 x 65536 multiply-adds on (its
+# GEMM_MULTITHREAD_THRESHOLD), and BLAS threads inside the chunks' threads fight for
+# the cores. Measured (2 chunks): 30-20-2 at N = 400,000: 128 rows 91 ms, 218 -> 88,
+# 256 -> 87, 436 (the cap) -> 86; 64-128-64-10 (tanh) at N = 100,000: 15 rows 355 ms,
+# 31 (the cap) -> 291; against 470 ms for one thread with BLAS threading blocks of 512.
 BLAS_THREAD_MIN_MNK = 4 * 65536
 
-# Layers so wide that the GEMM cap leaves fewer rows than this a block walk the rows
+# ... and layers so wide that the cap leaves fewer rows than this a block walk the rows
 # in one thread, blocks of WIDE_BLOCK_ROWS, and let BLAS thread each GEMM. Measured:
 # 256-512-10 (N = 40,000) 1 row a chunk block 5962 ms, 256 rows (BLAS threading inside
 # the chunks) 1194 ms, one thread with BLAS threads 709 ms; 784-128-10 (N = 20,000)
-# 2 rows 747 ms, one thread 168 ms. Blocks of a few dozen rows make slow GEMMs: 2
-# chunks against one thread with BLAS threads (blocks of 512), median of 15
-# interleaved rounds: 64-128-64-10 tanh (cap 31 rows) N = 4,000 20.8 ms against 12.6,
-# N = 100,000 276 against 299 (quartiles overlapping); 64-100-10 relu (cap 40)
-# N = 1,797 3.5 against 2.7 ms; 30-64-10 relu (cap 136) N = 100,000 53 against 59.
+# 2 rows 747 ms, one thread 168 ms.
 MIN_CHUNK_BLOCK_ROWS = 64
 WIDE_BLOCK_ROWS = 512
 
