@@ -53,6 +53,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from fastjac import blas
 from fastjac._jit import (
     BLAS_THREAD_MIN_MNK,
     BLOCK_ROWS,
@@ -70,7 +71,6 @@ from fastjac._jit import (
     kernel,
 )
 from fastjac.activations import activate_line, activate_rows
-from fastjac import blas
 from fastjac.blas import N, T, gemm
 from fastjac.losses import argmax_rows, loss_outputs, loss_rows
 from fastjac.scalar import flush, flush_threshold
@@ -506,7 +506,7 @@ def plan(N: int, sizes: Sizes) -> Plan:
     nchunks = max(1, min(threads, N))
     row_bytes = 8 * (2 * sum(int(n) for n in sizes[1:-1]) + int(sizes[-1]) + 4)
     block = min(CHUNK_BLOCK_ROWS, CHUNK_SCRATCH_BYTES // row_bytes, -(-N // nchunks))
-    if not blas.threads_controllable():
+    if one_blas_thread(nchunks, block, products) and not blas.threads_controllable():
         cap = (BLAS_THREAD_MIN_MNK - 1) // max(products)
         if cap < MIN_CHUNK_BLOCK_ROWS:
             return Plan(1, max(1, min(N, WIDE_BLOCK_ROWS)))
@@ -643,7 +643,8 @@ class LineLoss:
         self.nchunks = max(1, min(threads, N)) if nchunks is None else nchunks
         self.block = max(1, min(BLOCK_ROWS, -(-N // self.nchunks))) if block is None else block
         deeper = layer_products(sizes)[1:-1]  # the trials' GEMMs (layers 2..L-1)
-        if deeper and self.nchunks > 1 and block is None and not blas.threads_controllable():
+        if (block is None and one_blas_thread(self.nchunks, self.block, deeper)
+                and not blas.threads_controllable()):
             self.block = max(1, min(self.block, (BLAS_THREAD_MIN_MNK - 1) // max(deeper)))
         self.one_blas_thread = one_blas_thread(self.nchunks, self.block, deeper)
         self.hoffs, size = scratch_layout(self.block, sizes)

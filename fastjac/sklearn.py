@@ -54,6 +54,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from fastjac import blas
 from fastjac.linesearch import LineSearchError
 from fastjac.mlp import MLP
 
@@ -291,10 +292,16 @@ class _BaseMLP(BaseEstimator):
                     f"match hidden_layer_sizes={hidden} and this data ({layer_units})")
         self._net = net
         blocks = self._blocks(dtype)
-        if self.solver == "lbfgs":
-            blocks = self._fit_lbfgs(net, X, Y, w, blocks)
-        else:
-            blocks = self._fit_iterative(net, X, Y, w, blocks, rng, incremental)
+        # The kernels' BLAS stays at one thread for the whole solve, not only during each
+        # pass: the solver's own BLAS calls between passes (L-BFGS-B's, in the same
+        # library) would otherwise wake BLAS's thread pool, whose spinning threads then
+        # take a core from the next pass's chunk threads (whole fit on 100,000 rows
+        # 2.3-2.4 s against 1.6 s, measured).
+        with blas.single_threaded():
+            if self.solver == "lbfgs":
+                blocks = self._fit_lbfgs(net, X, Y, w, blocks)
+            else:
+                blocks = self._fit_iterative(net, X, Y, w, blocks, rng, incremental)
         if not all(np.isfinite(blk).all() for blk in blocks):
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.")
