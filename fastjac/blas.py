@@ -146,14 +146,14 @@ def single_threaded() -> Iterator[None]:
     also run on one thread. A no-op where ``threads_controllable()`` is false.
     """
     global _HOLDERS, _SAVED
-    blas = _kernel_blas()
-    if blas is None:
+    lib = _kernel_blas()
+    if lib is None:
         yield
         return
     with _LOCK:
         if _HOLDERS == 0:
-            _SAVED = blas.get()
-            blas.set(1)
+            _SAVED = lib.get()
+            lib.set(1)
         _HOLDERS += 1
     try:
         yield
@@ -161,4 +161,4 @@ def single_threaded() -> Iterator[None]:
         with _LOCK:
             _HOLDERS -= 1
             if _HOLDERS == 0:
-                blas.set(_SAVED)
+                lib.set(_SAVED)

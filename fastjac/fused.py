@@ -545,8 +545,9 @@ class NetworkPass:
         self.offs = layout_offsets(sizes)
         self.hoffs, self.scratch = scratch_layout(self.block, sizes)
         self.rows_pass = kernels(mode, loss).rows_pass
-        self.threaded = N * sum(layer_products(sizes)) >= THREAD_MIN_ELEMENTS
-        self.one_blas_thread = one_blas_thread(self.nchunks, self.block, layer_products(sizes))
+        products = layer_products(sizes)
+        self.threaded = N * sum(products) >= THREAD_MIN_ELEMENTS
+        self.one_blas_thread = one_blas_thread(self.nchunks, self.block, products)
 
     def __call__(self, X: np.ndarray, Y: np.ndarray | None, w: np.ndarray | None,
                  theta: np.ndarray, *, with_grad: bool, denom: float = 1.0,

@@ -107,8 +107,7 @@ def test_concurrent_calls_of_wide_networks_match_serial_calls(activation):
 
 def test_without_blas_control_chunks_keep_their_bits(monkeypatch):
     """Where the kernels' BLAS cannot be held (not OpenBLAS with its own thread pool),
-    ``single_threaded`` does nothing and the plan caps the blocks instead; the gradient
-    is then the same up to rounding."""
+    the plan caps the blocks instead; the gradient is then the same up to rounding."""
     from fastjac import blas, fused
     net = fastjac.MLP([64, 128, 64, 10], activation="tanh")
     rng = np.random.default_rng(1)
@@ -117,12 +116,9 @@ def test_without_blas_control_chunks_keep_their_bits(monkeypatch):
     params = net.init(seed=0)
     held = net.loss_and_gradient_closure(X, Y)(params)
     monkeypatch.setattr(blas, "_kernel_blas", lambda: None)
-    with blas.single_threaded():
-        pass
     monkeypatch.setattr(fused.numba, "get_num_threads", lambda: 2)
     assert fused.plan(3000, net.sizes) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)  # capped: 31 rows
-    loss, grads = fastjac.MLP([64, 128, 64, 10], activation="tanh").loss_and_gradient_closure(
-        X, Y)(params)
+    loss, grads = net.loss_and_gradient_closure(X, Y)(params)
     np.testing.assert_allclose(loss, held[0], rtol=1e-13)
     for g, h in zip(grads, held[1]):
         np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-15 * np.abs(h).max())
