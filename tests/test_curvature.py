@@ -319,12 +319,14 @@ def unflat_jax(t, like):
     return out
 
 
+@pytest.mark.parametrize("sizes", DEPTHS, ids=lambda s: f"depth{len(s) - 1}")
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_jax_agrees(activation, loss, jx, rng):
-    """vmap(grad), vmap(jacrev), hessian and jvp/vjp give fastjac's quantities."""
+def test_jax_agrees(activation, loss, sizes, jx, rng):
+    """vmap(grad), vmap(jacrev), hessian and jvp/vjp give fastjac's quantities, at
+    depths 1 to 3."""
     jax, jnp = jx
-    net = MLP([5, 4, 3, 3], activation=activation, loss=loss, alpha=0.2)
+    net = MLP(sizes, activation=activation, loss=loss, alpha=0.2)
     X, Y, params = problem(rng, net.sizes, loss, N=9)
     N = X.shape[0]
     acts = {"identity": lambda z: z, "logistic": jax.nn.sigmoid, "tanh": jnp.tanh,
@@ -349,9 +351,14 @@ def test_jax_agrees(activation, loss, jx, rng):
     per = jax.vmap(jax.grad(row_loss), (None, 0, 0))(jp, X, Y)
     for a, b in zip(net.per_example_gradients(X, Y, params), per):
         close(a, np.asarray(b).reshape(a.shape))
+    per_flat = np.concatenate([np.asarray(b).reshape(N, -1) for b in per], axis=1)
+    close(net.per_example_gradient_norms(X, Y, params), np.linalg.norm(per_flat, axis=1))
+    close(flat(net.sum_grad_squared(X, Y, params)), (per_flat ** 2).sum(axis=0))
     J = jax.vmap(jax.jacrev(logits), (None, 0))(jp, X)
     for a, b in zip(net.jacobian_params(X, params), J):
         close(a, np.asarray(b).reshape(a.shape))
+    J_flat = np.concatenate([np.asarray(b).reshape(N, net.sizes[-1], -1) for b in J], axis=2)
+    close(net.empirical_ntk(X, params), np.einsum("ncp,kcp->nk", J_flat, J_flat))
     theta = jnp.asarray(flat(params))
     H = np.asarray(jax.hessian(mean_loss)(theta))
     v = [rng.normal(size=np.shape(p)) for p in params]
