@@ -643,7 +643,10 @@ class LineLoss:
         self.threaded = N * width >= LINE_THREAD_MIN_ELEMENTS
         self.nchunks = max(1, min(threads, N)) if nchunks is None else nchunks
         self.block = max(1, min(BLOCK_ROWS, -(-N // self.nchunks))) if block is None else block
-        deeper = layer_products(sizes)[1:-1]  # the trials' GEMMs (layers 2..L-1)
+        # the trials' GEMMs: layers 2..L-1, and the output layer's where it is one
+        # (``output_layer_T``: m > SMALL_M); the first layer's product is held in ZPT
+        products = layer_products(sizes)
+        deeper = products[1:-1] + (products[-1:] if len(products) > 1 and m > SMALL_M else [])
         if (block is None and one_blas_thread(self.nchunks, self.block, deeper)
                 and not blas.threads_controllable()):
             self.block = max(1, min(self.block, (BLAS_THREAD_MIN_MNK - 1) // max(deeper)))

@@ -163,6 +163,33 @@ def test_plan_picks_paths_from_sizes(monkeypatch):
     assert fused.plan(400_000, [30, 20, 2]).nchunks == 1  # one thread: serial
 
 
+def test_line_search_holds_blas_for_its_gemms(monkeypatch):
+    """A line-search trial's GEMMs are the layers above the first and, with more than
+    SMALL_M outputs, the output layer's: BLAS is held at one thread when any of them could
+    be threaded, also for one hidden layer (whose only trial GEMM is the output layer's)."""
+    monkeypatch.setattr(fused.numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(fused.blas, "threads_controllable", lambda: True)
+    rng = np.random.default_rng(0)
+
+    def line_loss(sizes, N=1000):
+        net = fastjac.MLP(sizes, "tanh")
+        X = rng.standard_normal((N, sizes[0]))
+        Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], N)]
+        theta = net.pack(net.init(seed=0))
+        return fused.LineLoss(X, Y, None, np.array(sizes), net._mode, net._acts, net._loss,
+                              theta, theta.copy())
+
+    for sizes, held in [([20, 128, 10], True), ([20, 128, fused.SMALL_M], False),
+                        ([20, 8, 128, 2], True), ([20, 8, 8, 2], False)]:
+        run = line_loss(sizes)
+        assert run.nchunks == 2 and run.block == fused.BLOCK_ROWS
+        assert run.one_blas_thread == held, sizes
+        # and with held BLAS it is still the loss along the line
+        f = fastjac.MLP(sizes, "tanh").loss_closure(run.X, run.Y)
+        params = fastjac.MLP(sizes, "tanh").unpack(run.theta * 1.5)
+        assert run.sums([0.5])[0] / run.X.shape[0] == pytest.approx(f(params), rel=1e-12)
+
+
 def test_plan_without_blas_thread_control(monkeypatch):
     """Where BLAS's threads cannot be held, blocks are capped so that BLAS never threads a
     block's GEMM, and layers too wide for that run in one thread with BLAS threading its
