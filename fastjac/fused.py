@@ -264,23 +264,24 @@ def forward_block(mode: int, Xb: np.ndarray, theta: np.ndarray, offs: np.ndarray
 
 
 class Kernels(NamedTuple):
-    """The kernels made for one activation ``mode`` and one loss (``kernels``)."""
+    """The kernels made for one activation ``mode``, one loss and ``outputs`` (``kernels``)."""
 
     rows_pass: Any
     line_rows: Any
 
 
 @functools.cache
-def kernels(mode: int, loss: int) -> Kernels:
+def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
     """The fused kernels for hidden activation ``mode`` (a code, or ``MIXED``) and loss code
-    ``loss``.
+    ``loss``; with ``outputs``, the ``rows_pass`` that writes the outputs F (``predict``).
 
-    Both are constants of the kernels made here, so Numba compiles only that
-    activation's and that loss's code; every depth and width then reuses them
-    (and Numba's cache, which keys closures by the values they capture, serves
-    them to later processes).
+    All three are constants of the kernels made here, so Numba compiles only
+    that activation's and that loss's code, and a gradient pass does not
+    compile the outputs (about 1.4 s of a cold first gradient, measured);
+    every depth and width then reuses them (and Numba's cache, which keys
+    closures by the values they capture, serves them to later processes).
     """
-    MODE, LOSS = int(mode), int(loss)
+    MODE, LOSS, OUTPUTS = int(mode), int(loss), bool(outputs)
 
     @kernel
     def rows_pass(X: np.ndarray, Y: np.ndarray, w: np.ndarray, theta: np.ndarray,
@@ -290,13 +291,14 @@ def kernels(mode: int, loss: int) -> Kernels:
         """One thread's pass over rows ``[lo, hi)``: the loss sum ``sum_r w_r l_r``, the
         gradient terms added to ``g``, the outputs or classes written.
 
-        X (N, n_0), Y (N, m) (or no rows when only predicting), w (N,) or empty
-        (unit weights); theta, offs (``layout_offsets``), sizes, acts (L - 1
-        codes, read when the kernel is MIXED): the network; work and hoffs
-        (``scratch_layout(block, sizes)``): scratch; g (len(theta),) accumulates
-        the gradient (divided by ``denom``) if ``with_grad``; out (N, m), if not
-        empty, gets the outputs F and no loss is computed; classes (N,) int64,
-        if not empty, gets the argmax of each row's logits.
+        X (N, n_0), Y (N, m) (or no rows: no loss, only outputs or classes), w
+        (N,) or empty (unit weights); theta, offs (``layout_offsets``), sizes,
+        acts (L - 1 codes, read when the kernel is MIXED): the network; work and
+        hoffs (``scratch_layout(block, sizes)``): scratch; g (len(theta),)
+        accumulates the gradient (divided by ``denom``) if ``with_grad``; out
+        (N, m) gets the outputs F, and no loss is computed, in the kernel made
+        with ``outputs`` (else it is ignored); classes (N,) int64, if not empty,
+        gets the argmax of each row's logits.
         """
         L = sizes.shape[0] - 1
         m = sizes[L]
@@ -316,8 +318,10 @@ def kernels(mode: int, loss: int) -> Kernels:
             rows = work[o + m * block:o + (m + 4) * block].reshape((4, block))
             if classes.size:
                 argmax_rows(ZT, classes[start:stop])
-            if out.size:
+            if OUTPUTS:  # a constant: only the kernel made for outputs compiles them
                 loss_outputs(LOSS, ZT, out[start:stop], rows)
+                continue
+            if Y.shape[0] == 0:  # classes only
                 continue
             total += loss_rows(LOSS, ZT, Y[start:stop], w[start:stop], with_grad, denom, rows)
             if not with_grad:
@@ -545,6 +549,7 @@ class NetworkPass:
         self.offs = layout_offsets(sizes)
         self.hoffs, self.scratch = scratch_layout(self.block, sizes)
         self.rows_pass = kernels(mode, loss).rows_pass
+        self.outputs_pass = kernels(mode, loss, outputs=True).rows_pass
         products = layer_products(sizes)
         self.threaded = N * sum(products) >= THREAD_MIN_ELEMENTS
         self.one_blas_thread = one_blas_thread(self.nchunks, self.block, products)
@@ -555,6 +560,8 @@ class NetworkPass:
                  ) -> tuple[float, np.ndarray | None, np.ndarray | None]:
         """``(loss sum, gradient (len(theta),) or None, outputs (N, m) or None)``; see
         ``network_pass``."""
+        if Y is None and with_grad:
+            raise ValueError("a gradient needs the targets Y")
         N, nchunks, dtype = self.N, self.nchunks, X.dtype
         none1, none2 = _EMPTY[dtype]
         G = np.zeros((nchunks, theta.size), dtype=dtype) if with_grad else none2
@@ -563,7 +570,8 @@ class NetworkPass:
         Yc = none2 if Y is None else Y
         wc = none1 if w is None else w
         cls = _NO_INT if classes is None else classes
-        rows_pass, offs, sizes, acts = self.rows_pass, self.offs, self.sizes, self.acts
+        rows_pass = self.outputs_pass if outputs else self.rows_pass
+        offs, sizes, acts = self.offs, self.sizes, self.acts
         block, hoffs = self.block, self.hoffs
 
         def chunk(c: int) -> float:
@@ -588,8 +596,9 @@ def network_pass(X: np.ndarray, Y: np.ndarray | None, w: np.ndarray | None, thet
                  ) -> tuple[float, np.ndarray | None, np.ndarray | None]:
     """One fused pass: ``(loss sum, gradient (len(theta),) or None, outputs (N, m) or None)``.
 
-    Arrays validated, C-contiguous, X's dtype; Y (N, m) unless ``outputs``; w
-    (N,) or None; the gradient is divided by ``denom`` (the loss sum is not).
+    Arrays validated, C-contiguous, X's dtype; Y (N, m), or None for no loss (only
+    the outputs or the classes); w (N,) or None; the gradient is divided by
+    ``denom`` (the loss sum is not).
     ``nchunks`` and ``block`` override ``plan`` (tests use them to force a path).
     """
     run = NetworkPass(X.shape[0], sizes, mode, acts, loss, nchunks=nchunks, block=block)

@@ -407,7 +407,7 @@ class MLP:
         """Each row's argmax of the logits (= of the outputs), (N,) int64, first on ties."""
         Xc, _, _, theta, _, run = self._prepared(X, None, None)(params)
         classes = np.empty(Xc.shape[0], dtype=np.int64)
-        run(Xc, None, None, theta, with_grad=False, outputs=True, classes=classes)
+        run(Xc, None, None, theta, with_grad=False, classes=classes)
         return classes
 
 
