@@ -208,6 +208,27 @@ def test_plan_without_blas_thread_control(monkeypatch):
     assert fused.plan(40_000, [8, 784, 128, 10]) == fused.Plan(1, fused.WIDE_BLOCK_ROWS)
 
 
+def test_pass_without_targets_gives_classes_or_outputs_only(rng):
+    """With Y None a pass computes no loss: the classes (gradient kernel) or the outputs
+    (outputs kernel) come out as predict's, and asking for a gradient is an error."""
+    net = fastjac.MLP([6, 5, 3], "tanh")
+    params = net.init(seed=0)
+    X = rng.standard_normal((40, 6))
+    theta = net.pack(params)
+    sizes, mode, acts, code = np.array(net.sizes), net._mode, net._acts, net._loss
+    classes = np.empty(40, dtype=np.int64)
+    total, g, out = fused.network_pass(X, None, None, theta, sizes, mode, acts, code,
+                                       with_grad=False, classes=classes)
+    assert total == 0 and g is None and out is None
+    probs = net.predict(X, params)
+    np.testing.assert_array_equal(classes, np.argmax(probs, axis=1))
+    _, _, out = fused.network_pass(X, None, None, theta, sizes, mode, acts, code,
+                                   with_grad=False, outputs=True)
+    np.testing.assert_array_equal(out, probs)
+    with pytest.raises(ValueError, match="targets"):
+        fused.network_pass(X, None, None, theta, sizes, mode, acts, code, with_grad=True)
+
+
 def test_non_contiguous_inputs_and_bias_shapes(rng):
     X, Y, var = problem(rng, 80, 6, 5, 3)
     Xs, Ys = np.repeat(X, 2, axis=0)[::2], np.asfortranarray(Y)
