@@ -171,23 +171,20 @@ def test_line_search_holds_blas_for_its_gemms(monkeypatch):
     monkeypatch.setattr(fused.blas, "threads_controllable", lambda: True)
     rng = np.random.default_rng(0)
 
-    def line_loss(sizes, N=1000):
+    N = 1000
+    for sizes, held in [([20, 128, 10], True), ([20, 128, fused.SMALL_M], False),
+                        ([20, 8, 128, 2], True), ([20, 8, 8, 2], False)]:
         net = fastjac.MLP(sizes, "tanh")
         X = rng.standard_normal((N, sizes[0]))
         Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], N)]
         theta = net.pack(net.init(seed=0))
-        return fused.LineLoss(X, Y, None, np.array(sizes), net._mode, net._acts, net._loss,
-                              theta, theta.copy())
-
-    for sizes, held in [([20, 128, 10], True), ([20, 128, fused.SMALL_M], False),
-                        ([20, 8, 128, 2], True), ([20, 8, 8, 2], False)]:
-        run = line_loss(sizes)
+        run = fused.LineLoss(X, Y, None, np.array(sizes), net._mode, net._acts, net._loss,
+                             theta, theta.copy())
         assert run.nchunks == 2 and run.block == fused.BLOCK_ROWS
         assert run.one_blas_thread == held, sizes
-        # and with held BLAS it is still the loss along the line
-        f = fastjac.MLP(sizes, "tanh").loss_closure(run.X, run.Y)
-        params = fastjac.MLP(sizes, "tanh").unpack(run.theta * 1.5)
-        assert run.sums([0.5])[0] / run.X.shape[0] == pytest.approx(f(params), rel=1e-12)
+        # and with held BLAS it is still the loss along the line (theta + 0.5 theta)
+        f = net.loss_closure(X, Y)
+        assert run.sums([0.5])[0] / N == pytest.approx(f(net.unpack(1.5 * theta)), rel=1e-12)
 
 
 def test_plan_without_blas_thread_control(monkeypatch):
