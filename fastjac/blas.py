@@ -136,6 +136,21 @@ _HOLDERS = 0  # calls inside single_threaded() now
 _SAVED = 0  # the thread count before the first of them
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked, which holds nothing here (only
+    fastjac's passes run inside ``single_threaded``): give BLAS back its thread count."""
+    global _LOCK, _HOLDERS
+    _LOCK = threading.Lock()
+    if _HOLDERS:
+        _HOLDERS = 0
+        lib = _kernel_blas()
+        if lib is not None:
+            lib.set(_SAVED)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """Run the block with the kernels' BLAS (``_kernel_blas``) at one thread; restore the

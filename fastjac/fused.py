@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -442,6 +443,17 @@ class _Worker(threading.Thread):
 _WORKERS: list[_Worker] = []
 _BUSY = threading.Lock()  # held by the call that uses the workers
 R = TypeVar("R")
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: the workers are gone (handing
+    them a chunk would wait forever), and no call holds them."""
+    global _BUSY
+    _WORKERS.clear()
+    _BUSY = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def run_chunks(fn: Callable[[int], R], nchunks: int, threaded: bool = True,

@@ -5,6 +5,9 @@ calls from many Python threads must not interfere; row chunks are reduced in a
 fixed order, so repeated calls are bitwise identical for a fixed thread count.
 """
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -122,3 +125,70 @@ def test_without_blas_control_chunks_keep_their_bits(monkeypatch):
     np.testing.assert_allclose(loss, held[0], rtol=1e-13)
     for g, h in zip(grads, held[1]):
         np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-15 * np.abs(h).max())
+
+
+# A fresh process: a threaded pass (two chunks forced: the workers and the BLAS hold are
+# used whatever the core count), then two forks, the second while another thread holds
+# the workers and BLAS; each child's pass must finish with the parent's bits. Prints each
+# child's exit code, or "hung".
+FORKED = """
+import os, sys, threading, time
+import numpy as np
+from fastjac import blas, fused
+from fastjac.mlp import MLP
+net = MLP([64, 128, 64, 10], activation="tanh")
+rng = np.random.default_rng(0)
+X = rng.standard_normal((3000, 64))
+Y = np.eye(10)[rng.integers(0, 10, 3000)]
+theta = net.pack(net.init(seed=0))
+
+def run():
+    total, g, _ = fused.network_pass(X, Y, None, theta, net._sizes, net._mode, net._acts,
+                                     net._loss, with_grad=True, denom=3000.0, nchunks=2)
+    return np.float64(total).tobytes() + g.tobytes()
+
+def fork_and_check():
+    pid = os.fork()
+    if pid == 0:
+        ok = run() == before and not fused._BUSY.locked() and blas._HOLDERS == 0
+        os._exit(0 if ok else 3)
+    return pid
+
+def wait(pid):
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return str(os.waitstatus_to_exitcode(status))
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    return "hung"
+
+before = run()
+first = wait(fork_and_check())
+holding, release = threading.Event(), threading.Event()
+
+def hold():
+    with fused._BUSY, blas.single_threaded():
+        holding.set()
+        release.wait()
+
+t = threading.Thread(target=hold)
+t.start()
+holding.wait()
+pid = fork_and_check()
+release.set()
+t.join()
+print(first, wait(pid))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+def test_a_forked_child_runs_threaded_passes():
+    """After fork only the forking thread exists: the child's passes must not hand chunks to
+    the parent's worker threads (they would wait forever: they did until 2026-12-03), nor
+    find the workers or BLAS held by a thread it does not have."""
+    done = subprocess.run([sys.executable, "-c", FORKED], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["0", "0"], done.stdout
