@@ -192,3 +192,39 @@ def test_a_forked_child_runs_threaded_passes():
                           timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["0", "0"], done.stdout
+
+
+def test_an_interrupted_call_leaves_no_stale_chunk_for_the_next():
+    """Ctrl-C (or an error in chunk 0) ends a call before it collects its workers' chunks:
+    the next call must get its own chunks' results, never those left behind (it got them
+    until 2026-12-03: silently wrong sums after an interrupted training step)."""
+    import signal
+    import threading
+    import time
+
+    from fastjac import fused
+
+    def slow(c):
+        if c == 0:  # the signal arrives while this thread waits for chunk 1
+            threading.Timer(0.1, signal.pthread_kill,
+                            (threading.main_thread().ident, signal.SIGINT)).start()
+        else:
+            time.sleep(0.5)
+        return ("interrupted call", c)
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT reaches only the main thread")
+    with pytest.raises(KeyboardInterrupt):
+        fused.run_chunks(slow, 2)
+
+    def failing(c):
+        if c == 0:
+            raise ValueError("chunk 0")
+        time.sleep(0.2)
+        return ("failed call", c)
+
+    with pytest.raises(ValueError, match="chunk 0"):
+        fused.run_chunks(failing, 3)
+    for _ in range(3):
+        assert fused.run_chunks(lambda c: ("next call", c), 3) == [("next call", c)
+                                                                   for c in range(3)]
