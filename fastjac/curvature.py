@@ -48,6 +48,7 @@ from fastjac.blas import N as NOTR
 from fastjac.blas import T as TR
 from fastjac.blas import gemm
 from fastjac.scalar import flush_threshold
+from fastjac.views import row_range, view1, view2
 from fastjac.losses import (
     HESSIAN_SQRT,
     IDENTITY_COTANGENTS,
@@ -221,18 +222,18 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         L = sizes.shape[0] - 1
         m = sizes[L]
         n_in = sizes[L - 1]
-        WL = theta[offs[2 * L - 2]:offs[2 * L - 1]].reshape((n_in, m))
+        WL = view2(theta, offs[2 * L - 2], n_in, m)
         WLT = transposed(WL)
-        bL = theta[offs[2 * L - 1]:offs[2 * L]]
+        bL = view1(theta, offs[2 * L - 1], m)
         tiny = flush_threshold(work)
         P = offs[2 * L]
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
             B = stop - start
-            forward_block(MODE, X[start:stop], theta, offs, sizes, acts, block, hoffs, work,
+            forward_block(MODE, row_range(X, start, stop), theta, offs, sizes, acts, block, hoffs, work,
                           WLT, bL, True)
-            ZT = work[hoffs[L]:hoffs[L] + m * B].reshape((m, B))
-            G = G0[:B * C * m].reshape((B * C, m))
+            ZT = view2(work, hoffs[L], m, B)
+            G = view2(G0, 0, B * C, m)
             z = zrow[:m]
             for r in range(B):
                 for i in range(m):
@@ -243,33 +244,33 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
             for l in range(L, 0, -1):
                 n = sizes[l]
                 p = sizes[l - 1]
-                Ap = X[start:stop] if l == 1 else work[hoffs[l - 1]:hoffs[l - 1] + B * p].reshape((B, p))
+                Ap = row_range(X, start, stop) if l == 1 else view2(work, hoffs[l - 1], B, p)
                 if what == PER_EXAMPLE:
                     per_example_rows(Ap, G, offs[2 * l - 2], offs[2 * l - 1],
-                                     out[start:stop].reshape((B, P)))
+                                     row_range(out, start, stop))
                 elif what == NORMS:
                     norm_rows(Ap, G, aux[start:stop])
                 elif what == SUM_SQUARES:
-                    square_sums(Ap, G, C, S0[:B * p].reshape((B, p)), S1[:B * n].reshape((B, n)),
-                                acc[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n)),
-                                acc[offs[2 * l - 1]:offs[2 * l]])
+                    square_sums(Ap, G, C, view2(S0, 0, B, p), view2(S1, 0, B, n),
+                                view2(acc, offs[2 * l - 2], p, n),
+                                view1(acc, offs[2 * l - 1], n))
                 elif what == KFAC:
                     oA, oB = aoffs[2 * l - 2], aoffs[2 * l - 1]
-                    kfac_sums(Ap, G, S0[:p * p].reshape((p, p)),
-                              acc[oA:oA + (p + 1) * (p + 1)].reshape((p + 1, p + 1)),
-                              acc[oB:oB + n * n].reshape((n, n)))
+                    kfac_sums(Ap, G, view2(S0, 0, p, p),
+                              view2(acc, oA, p + 1, p + 1),
+                              view2(acc, oB, n, n))
                 elif what == FACTORS:
                     factor_rows(Ap, G, C, aoffs[l - 1], aoffs[L + l - 1], out[start:stop])
                 else:
                     jacobian_rows(Ap, G, C, offs[2 * l - 2], offs[2 * l - 1],
-                                  out[start:stop].reshape((B, C, P)))
+                                  row_range(out, start, stop).reshape((B, C, P)))
                 if l > 1:  # g_{l-1} = (g_l W_l^T) f'(z_{l-1}), into the other buffer
                     nxt = G1 if (L - l) % 2 == 0 else G0
-                    Gp = nxt[:B * C * p].reshape((B * C, p))
-                    W = theta[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n))
+                    Gp = view2(nxt, 0, B * C, p)
+                    W = view2(theta, offs[2 * l - 2], p, n)
                     gemm(NOTR, TR, 1.0, G, W, 0.0, Gp)
                     o = hoffs[l - 1]
-                    scale_rows_by(Gp, C, work[o + block * p:o + block * p + B * p].reshape((B, p)),
+                    scale_rows_by(Gp, C, view2(work, o + block * p, B, p),
                                   tiny)
                     G = Gp
 
@@ -293,42 +294,42 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         L = sizes.shape[0] - 1
         m = sizes[L]
         n_in = sizes[L - 1]
-        WL = theta[offs[2 * L - 2]:offs[2 * L - 1]].reshape((n_in, m))
+        WL = view2(theta, offs[2 * L - 2], n_in, m)
         WLT = transposed(WL)
-        bL = theta[offs[2 * L - 1]:offs[2 * L]]
+        bL = view1(theta, offs[2 * L - 1], m)
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
             B = stop - start
-            Xb = X[start:stop]
+            Xb = row_range(X, start, stop)
             forward_block(MODE, Xb, theta, offs, sizes, acts, block, hoffs, work, WLT, bL, True)
             # forward tangents
-            Adp = T0[:0].reshape((0, 1))
+            Adp = view2(T0, 0, 0, 1)
             for l in range(1, L + 1):
                 n = sizes[l]
                 p = sizes[l - 1]
                 o = hoffs[l] // 2 if l < L else hoffs[L] // 2
-                Zl = Zd[o:o + B * n].reshape((B, n))
-                Ap = Xb if l == 1 else work[hoffs[l - 1]:hoffs[l - 1] + B * p].reshape((B, p))
-                V = v[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n))
+                Zl = view2(Zd, o, B, n)
+                Ap = Xb if l == 1 else view2(work, hoffs[l - 1], B, p)
+                V = view2(v, offs[2 * l - 2], p, n)
                 gemm(NOTR, NOTR, 1.0, Ap, V, 0.0, Zl)
                 if l > 1:
-                    gemm(NOTR, NOTR, 1.0, Adp, theta[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n)),
+                    gemm(NOTR, NOTR, 1.0, Adp, view2(theta, offs[2 * l - 2], p, n),
                          1.0, Zl)
-                vb = v[offs[2 * l - 1]:offs[2 * l]]
+                vb = view1(v, offs[2 * l - 1], n)
                 for r in range(B):
                     for j in range(n):
                         Zl[r, j] += vb[j]
                 if l < L:  # ad_l = f'(z_l) zd_l, over ad_{l-1} (no longer needed)
-                    D = work[hoffs[l] + block * n:hoffs[l] + block * n + B * n].reshape((B, n))
-                    Adp = T0[:B * n].reshape((B, n))
+                    D = view2(work, hoffs[l] + block * n, B, n)
+                    Adp = view2(T0, 0, B, n)
                     for r in range(B):
                         for j in range(n):
                             Adp[r, j] = D[r, j] * Zl[r, j]
             # at the logits
-            ZT = work[hoffs[L]:hoffs[L] + m * B].reshape((m, B))
-            ZdL = Zd[hoffs[L] // 2:hoffs[L] // 2 + B * m].reshape((B, m))
-            Gd = T2[:B * m].reshape((B, m))
-            Gg = T3[:B * m].reshape((B, m))
+            ZT = view2(work, hoffs[L], m, B)
+            ZdL = view2(Zd, hoffs[L] // 2, B, m)
+            Gd = view2(T2, 0, B, m)
+            Gg = view2(T3, 0, B, m)
             z, p_, u, hv = zrow[:m], prow[:m], urow[:m], hrow[:m]
             for r in range(B):
                 for i in range(m):
@@ -342,34 +343,34 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
             for l in range(L, 0, -1):
                 n = sizes[l]
                 p = sizes[l - 1]
-                Gd = T2[:B * n].reshape((B, n))
-                Gg = T3[:B * n].reshape((B, n))
-                Ap = Xb if l == 1 else work[hoffs[l - 1]:hoffs[l - 1] + B * p].reshape((B, p))
-                oW = out[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n))
+                Gd = view2(T2, 0, B, n)
+                Gg = view2(T3, 0, B, n)
+                Ap = Xb if l == 1 else view2(work, hoffs[l - 1], B, p)
+                oW = view2(out, offs[2 * l - 2], p, n)
                 gemm(TR, NOTR, 1.0, Ap, Gd, 1.0, oW)
-                ob = out[offs[2 * l - 1]:offs[2 * l]]
+                ob = view1(out, offs[2 * l - 1], n)
                 for r in range(B):
                     for j in range(n):
                         ob[j] += Gd[r, j]
                 if l == 1:
                     break
-                W = theta[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n))
-                D = work[hoffs[l - 1] + block * p:hoffs[l - 1] + block * p + B * p].reshape((B, p))
-                Zp = Zd[hoffs[l - 1] // 2:hoffs[l - 1] // 2 + B * p].reshape((B, p))
-                Gdn = T0[:B * p].reshape((B, p))
+                W = view2(theta, offs[2 * l - 2], p, n)
+                D = view2(work, hoffs[l - 1] + block * p, B, p)
+                Zp = view2(Zd, hoffs[l - 1] // 2, B, p)
+                Gdn = view2(T0, 0, B, p)
                 gemm(NOTR, TR, 1.0, Gd, W, 0.0, Gdn)
                 if hessian:
-                    Adp = T4[:B * p].reshape((B, p))  # ad_{l-1} = f'(z_{l-1}) zd_{l-1}
+                    Adp = view2(T4, 0, B, p)  # ad_{l-1} = f'(z_{l-1}) zd_{l-1}
                     for r in range(B):
                         for j in range(p):
                             Adp[r, j] = D[r, j] * Zp[r, j]
                     gemm(TR, NOTR, 1.0, Adp, Gg, 1.0, oW)
-                    Ggn = T1[:B * p].reshape((B, p))
-                    gemm(NOTR, TR, 1.0, Gg, v[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n)),
+                    Ggn = view2(T1, 0, B, p)
+                    gemm(NOTR, TR, 1.0, Gg, view2(v, offs[2 * l - 2], p, n),
                          1.0, Gdn)
                     gemm(NOTR, TR, 1.0, Gg, W, 0.0, Ggn)
-                    A1 = work[hoffs[l - 1]:hoffs[l - 1] + B * p].reshape((B, p))
-                    Gg2 = T3[:B * p].reshape((B, p))
+                    A1 = view2(work, hoffs[l - 1], B, p)
+                    Gg2 = view2(T3, 0, B, p)
                     for r in range(B):
                         for j in range(p):
                             d = D[r, j]
@@ -380,7 +381,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
                     for r in range(B):
                         for j in range(p):
                             Gdn[r, j] = Gdn[r, j] * D[r, j]
-                Gd2 = T2[:B * p].reshape((B, p))
+                Gd2 = view2(T2, 0, B, p)
                 for r in range(B):
                     for j in range(p):
                         Gd2[r, j] = Gdn[r, j]
@@ -399,21 +400,21 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         L = sizes.shape[0] - 1
         m = sizes[L]
         n_in = sizes[L - 1]
-        WL = theta[offs[2 * L - 2]:offs[2 * L - 1]].reshape((n_in, m))
+        WL = view2(theta, offs[2 * L - 2], n_in, m)
         WLT = transposed(WL)
-        bL = theta[offs[2 * L - 1]:offs[2 * L]]
+        bL = view1(theta, offs[2 * L - 1], m)
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
             B = stop - start
-            Xb = X[start:stop]
+            Xb = row_range(X, start, stop)
             forward_block(MODE, Xb, theta, offs, sizes, acts, block, hoffs, work, WLT, bL, True)
-            ZT = work[hoffs[L]:hoffs[L] + m * B].reshape((m, B))
+            ZT = view2(work, hoffs[L], m, B)
             z, p_, e = zrow[:m], prow[:m], erow[:m]
             for r in range(B):
                 for i in range(m):
                     z[i] = ZT[i, r]
                 y = Y[start + r]
-                H = H0[:m * m].reshape((m, m))
+                H = view2(H0, 0, m, m)
                 g = g0[:m]
                 row_derivatives(LOSS, z, y, g, p_)
                 for c in range(m):
@@ -424,8 +425,8 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
                     n = sizes[l]
                     p = sizes[l - 1]
                     a = Xb[r] if l == 1 else work[hoffs[l - 1] + r * p:hoffs[l - 1] + (r + 1) * p]
-                    accW = acc[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n))
-                    accb = acc[offs[2 * l - 1]:offs[2 * l]]
+                    accW = view2(acc, offs[2 * l - 2], p, n)
+                    accb = view1(acc, offs[2 * l - 1], n)
                     for j in range(n):
                         h = H[j, j]
                         accb[j] += h
@@ -433,9 +434,9 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
                             accW[i, j] += a[i] * a[i] * h
                     if l == 1:
                         break
-                    W = theta[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n))
+                    W = view2(theta, offs[2 * l - 2], p, n)
                     D = work[hoffs[l - 1] + block * p + r * p:hoffs[l - 1] + block * p + (r + 1) * p]
-                    Tw = Tm[:p * n].reshape((p, n))
+                    Tw = view2(Tm, 0, p, n)
                     for i in range(p):  # Tw = W H
                         for k in range(n):
                             s = 0.0

@@ -76,6 +76,7 @@ from fastjac.activations import activate_line, activate_rows
 from fastjac.blas import N, T, gemm
 from fastjac.losses import argmax_rows, loss_outputs, loss_rows
 from fastjac.scalar import flush, flush_threshold
+from fastjac.views import row_range, view1, view2
 
 Sizes = Sequence[int] | NDArray[np.int64]  # the widths [n_0, ..., n_L]
 
@@ -198,9 +199,9 @@ def line_products(X: np.ndarray, XT1: np.ndarray, theta: np.ndarray, dtheta: np.
     copy): ``Wbuf = [W_1 | dW_1]`` (n_0, 2 n_1) against X, after a bias pass.
     """
     d, k = sizes[0], sizes[1]
-    W1 = theta[offs[0]:offs[1]].reshape((d, k))
-    dW1 = dtheta[offs[0]:offs[1]].reshape((d, k))
-    b1, db1 = theta[offs[1]:offs[2]], dtheta[offs[1]:offs[2]]
+    W1 = view2(theta, offs[0], d, k)
+    dW1 = view2(dtheta, offs[0], d, k)
+    b1, db1 = view1(theta, offs[1], k), view1(dtheta, offs[1], k)
     if XT1.size:
         for j in range(k):
             for i in range(d):
@@ -250,15 +251,15 @@ def forward_block(mode: int, Xb: np.ndarray, theta: np.ndarray, offs: np.ndarray
     for l in range(1, L):
         n = sizes[l]
         o = hoffs[l]
-        A = work[o:o + B * n].reshape((B, n))
-        D = work[o + block * n:o + block * n + B * n].reshape((B, n))
-        W = theta[offs[2 * l - 2]:offs[2 * l - 1]].reshape((sizes[l - 1], n))
+        A = view2(work, o, B, n)
+        D = view2(work, o + block * n, B, n)
+        W = view2(theta, offs[2 * l - 2], sizes[l - 1], n)
         gemm(N, N, 1.0, Aprev, W, 0.0, A)
-        activate_rows(mode, acts[l - 1], A, theta[offs[2 * l - 1]:offs[2 * l]], D, with_slope)
+        activate_rows(mode, acts[l - 1], A, view1(theta, offs[2 * l - 1], n), D, with_slope)
         Aprev = A
     m = sizes[L]
     o = hoffs[L]
-    output_layer(Aprev, WLT, bL, work[o:o + m * B].reshape((m, B)), m > SMALL_M)
+    output_layer(Aprev, WLT, bL, view2(work, o, m, B), m > SMALL_M)
     return Aprev
 
 
@@ -305,56 +306,57 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
         L = sizes.shape[0] - 1
         m = sizes[L]
         n_in = sizes[L - 1]
-        WL = theta[offs[2 * L - 2]:offs[2 * L - 1]].reshape((n_in, m))
-        bL = theta[offs[2 * L - 1]:offs[2 * L]]
+        WL = view2(theta, offs[2 * L - 2], n_in, m)
+        bL = view1(theta, offs[2 * L - 1], m)
         WLT = transposed(WL)
         tiny = flush_threshold(work)
         total = 0.0
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
             B = stop - start
-            Aprev = forward_block(MODE, X[start:stop], theta, offs, sizes, acts, block, hoffs,
+            Xb = row_range(X, start, stop)
+            Aprev = forward_block(MODE, Xb, theta, offs, sizes, acts, block, hoffs,
                                   work, WLT, bL, with_grad)
             o = hoffs[L]
-            ZT = work[o:o + m * B].reshape((m, B))
-            rows = work[o + m * block:o + (m + 4) * block].reshape((4, block))
+            ZT = view2(work, o, m, B)
+            rows = view2(work, o + m * block, 4, block)
             if classes.size:
-                argmax_rows(ZT, classes[start:stop])
+                argmax_rows(ZT, view1(classes, start, B))
             if OUTPUTS:  # a constant: only the kernel made for outputs compiles them
-                loss_outputs(LOSS, ZT, out[start:stop], rows)
+                loss_outputs(LOSS, ZT, row_range(out, start, stop), rows)
                 continue
             if Y.shape[0] == 0:  # classes only
                 continue
-            total += loss_rows(LOSS, ZT, Y[start:stop], w[start:stop], with_grad, denom, rows)
+            total += loss_rows(LOSS, ZT, row_range(Y, start, stop), w[start:stop], with_grad, denom, rows)
             if not with_grad:
                 continue
             # backward: ZT holds G_L^T
-            gemm(T, T, 1.0, Aprev, ZT, 1.0, g[offs[2 * L - 2]:offs[2 * L - 1]].reshape((n_in, m)))
-            gb = g[offs[2 * L - 1]:offs[2 * L]]
+            gemm(T, T, 1.0, Aprev, ZT, 1.0, view2(g, offs[2 * L - 2], n_in, m))
+            gb = view1(g, offs[2 * L - 1], m)
             for c in range(m):
                 for r in range(B):
                     gb[c] += ZT[c, r]
-            Gnext = work[:0].reshape((0, 1))  # G_{l+1} below the output layer
+            Gnext = view2(work, 0, 0, 1)  # G_{l+1} below the output layer
             for l in range(L - 1, 0, -1):
                 n = sizes[l]
                 p = sizes[l - 1]
                 o = hoffs[l]
-                A = work[o:o + B * n].reshape((B, n))  # dead: scratch for G_{l+1} W_{l+1}^T
-                G = work[o + block * n:o + block * n + B * n].reshape((B, n))  # f'(Z_l), then G_l
+                A = view2(work, o, B, n)  # dead: scratch for G_{l+1} W_{l+1}^T
+                G = view2(work, o + block * n, B, n)  # f'(Z_l), then G_l
                 if l == L - 1:
                     backward_output(ZT, WLT, WL, A, G)
                 else:
-                    W = theta[offs[2 * l]:offs[2 * l + 1]].reshape((n, sizes[l + 1]))
+                    W = view2(theta, offs[2 * l], n, sizes[l + 1])
                     gemm(N, T, 1.0, Gnext, W, 0.0, A)
                     for a in range(B):
                         for j in range(n):
                             G[a, j] = flush(G[a, j] * A[a, j], tiny)
-                gb = g[offs[2 * l - 1]:offs[2 * l]]
+                gb = view1(g, offs[2 * l - 1], n)
                 for a in range(B):
                     for j in range(n):
                         gb[j] += G[a, j]
-                Ap = X[start:stop] if l == 1 else work[hoffs[l - 1]:hoffs[l - 1] + B * p].reshape((B, p))
-                gemm(T, N, 1.0, Ap, G, 1.0, g[offs[2 * l - 2]:offs[2 * l - 1]].reshape((p, n)))
+                Ap = Xb if l == 1 else view2(work, hoffs[l - 1], B, p)
+                gemm(T, N, 1.0, Ap, G, 1.0, view2(g, offs[2 * l - 2], p, n))
                 Gnext = G
         return total
 
@@ -381,8 +383,8 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
             stop = min(start + block, hi)
             B = stop - start
             o = hoffs[L]
-            ZT = work[o:o + m * B].reshape((m, B))
-            rows = work[o + m * block:o + (m + 4) * block].reshape((4, block))
+            ZT = view2(work, o, m, B)
+            rows = view2(work, o + m * block, 4, block)
             for q in range(K):
                 t = ts[q]
                 theta = thetas[q]
@@ -391,22 +393,22 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
                         for r in range(B):
                             ZT[c, r] = ZPT[c, start + r] + t * ZPT[n1 + c, start + r]
                 else:
-                    AT = work[:n1 * B].reshape((n1, B))
+                    AT = view2(work, 0, n1, B)
                     for j in range(n1):
                         activate_line(MODE, acts[0], ZPT[j, start:stop], ZPT[n1 + j, start:stop],
                                       t, AT[j])
                     for l in range(2, L):
                         n = sizes[l]
                         o = hoffs[l]
-                        ZlT = work[o:o + n * B].reshape((n, B))
-                        W = theta[offs[2 * l - 2]:offs[2 * l - 1]].reshape((sizes[l - 1], n))
+                        ZlT = view2(work, o, n, B)
+                        W = view2(theta, offs[2 * l - 2], sizes[l - 1], n)
                         gemm(T, N, 1.0, W, AT, 0.0, ZlT)
-                        b = theta[offs[2 * l - 1]:offs[2 * l]]
+                        b = view1(theta, offs[2 * l - 1], n)
                         for j in range(n):  # f(z + b_j), as f(z + b_j * 1)
                             activate_line(MODE, acts[l - 1], ZlT[j], ones[:B], b[j], ZlT[j])
                         AT = ZlT
-                    output_layer_T(AT, WLTs[q], theta[offs[2 * L - 1]:offs[2 * L]], ZT)
-                out[q] += loss_rows(LOSS, ZT, Y[start:stop], w[start:stop], NO_GRAD, 1.0, rows)
+                    output_layer_T(AT, WLTs[q], view1(theta, offs[2 * L - 1], m), ZT)
+                out[q] += loss_rows(LOSS, ZT, row_range(Y, start, stop), w[start:stop], NO_GRAD, 1.0, rows)
 
     return Kernels(rows_pass, line_rows)
 
