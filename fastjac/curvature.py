@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from fastjac import fused, losses
 from fastjac._jit import kernel
 from fastjac.activations import second_derivative
-from fastjac.fused import forward_block, transposed
+from fastjac.fused import forward_block, last_weights_T
 from fastjac.blas import N as NOTR
 from fastjac.blas import T as TR
 from fastjac.blas import gemm
@@ -221,9 +221,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         """
         L = sizes.shape[0] - 1
         m = sizes[L]
-        n_in = sizes[L - 1]
-        WL = view2(theta, offs[2 * L - 2], n_in, m)
-        WLT = transposed(WL)
+        WLT = last_weights_T(theta, offs, sizes, work)
         bL = view1(theta, offs[2 * L - 1], m)
         tiny = flush_threshold(work)
         P = offs[2 * L]
@@ -293,9 +291,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         """
         L = sizes.shape[0] - 1
         m = sizes[L]
-        n_in = sizes[L - 1]
-        WL = view2(theta, offs[2 * L - 2], n_in, m)
-        WLT = transposed(WL)
+        WLT = last_weights_T(theta, offs, sizes, work)
         bL = view1(theta, offs[2 * L - 1], m)
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
@@ -399,9 +395,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         erow (>= max n) scratch."""
         L = sizes.shape[0] - 1
         m = sizes[L]
-        n_in = sizes[L - 1]
-        WL = view2(theta, offs[2 * L - 2], n_in, m)
-        WLT = transposed(WL)
+        WLT = last_weights_T(theta, offs, sizes, work)
         bL = view1(theta, offs[2 * L - 1], m)
         for start in range(lo, hi, block):
             stop = min(start + block, hi)

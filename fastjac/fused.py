@@ -107,13 +107,14 @@ def scratch_layout(block: int, sizes: Sizes) -> tuple[NDArray[np.int64], int]:
 
     Hidden layer l (1..L-1) keeps its activations (block, n_l) at ``hoffs[l]``
     and its slopes f'(Z_l) right after; the logits (m, block) start at
-    ``hoffs[L]``, then 4 row vectors of the loss (4, block). ``size`` values in all.
+    ``hoffs[L]``, then 4 row vectors of the loss (4, block), and W_L^T
+    (m, n_{L-1}) ends the scratch (``last_weights_T``). ``size`` values in all.
     """
     L = len(sizes) - 1
     hoffs = np.zeros(L + 1, dtype=np.int64)
     for i in range(1, L):
         hoffs[i + 1] = hoffs[i] + 2 * block * int(sizes[i])
-    return hoffs, int(hoffs[L]) + block * (int(sizes[L]) + 4)
+    return hoffs, int(hoffs[L]) + block * (int(sizes[L]) + 4) + int(sizes[L]) * int(sizes[L - 1])
 
 
 # ---------------------------------------------------------------- helpers of every network
@@ -225,11 +226,15 @@ def line_products(X: np.ndarray, XT1: np.ndarray, theta: np.ndarray, dtheta: np.
 
 
 @inline
-def transposed(W: np.ndarray) -> np.ndarray:
-    """``W^T`` as a new C-contiguous array (a plain loop: Numba's generic
+def last_weights_T(theta: np.ndarray, offs: np.ndarray, sizes: np.ndarray,
+                   work: np.ndarray) -> np.ndarray:
+    """``W_L^T`` (m, n_{L-1}), copied into the end of the scratch ``work`` (``scratch_layout``)
+    by a plain loop (no allocation in the kernel; Numba's generic
     ``np.ascontiguousarray`` costs about 1000 lines of LLVM IR in every kernel)."""
-    n, m = W.shape
-    WT = np.empty((m, n), dtype=W.dtype)
+    L = sizes.shape[0] - 1
+    n, m = sizes[L - 1], sizes[L]
+    W = view2(theta, offs[2 * L - 2], n, m)
+    WT = view2(work, work.size - m * n, m, n)
     for i in range(n):
         for j in range(m):
             WT[j, i] = W[i, j]
@@ -308,7 +313,7 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
         n_in = sizes[L - 1]
         WL = view2(theta, offs[2 * L - 2], n_in, m)
         bL = view1(theta, offs[2 * L - 1], m)
-        WLT = transposed(WL)
+        WLT = last_weights_T(theta, offs, sizes, work)
         tiny = flush_threshold(work)
         total = 0.0
         for start in range(lo, hi, block):
