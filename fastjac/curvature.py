@@ -228,8 +228,8 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
             B = stop - start
-            forward_block(MODE, row_range(X, start, stop), theta, offs, sizes, acts, block, hoffs, work,
-                          WLT, bL, True)
+            forward_block(MODE, row_range(X, start, stop), theta, offs, sizes, acts, block, hoffs,
+                          work, WLT, bL, True)
             ZT = view2(work, hoffs[L], m, B)
             G = view2(G0, 0, B * C, m)
             z = zrow[:m]

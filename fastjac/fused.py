@@ -332,7 +332,8 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
                 continue
             if Y.shape[0] == 0:  # classes only
                 continue
-            total += loss_rows(LOSS, ZT, row_range(Y, start, stop), w[start:stop], with_grad, denom, rows)
+            total += loss_rows(LOSS, ZT, row_range(Y, start, stop), w[start:stop], with_grad, denom,
+                               rows)
             if not with_grad:
                 continue
             # backward: ZT holds G_L^T
@@ -413,7 +414,8 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
                             activate_line(MODE, acts[l - 1], ZlT[j], ones[:B], b[j], ZlT[j])
                         AT = ZlT
                     output_layer_T(AT, WLTs[q], view1(theta, offs[2 * L - 1], m), ZT)
-                out[q] += loss_rows(LOSS, ZT, row_range(Y, start, stop), w[start:stop], NO_GRAD, 1.0, rows)
+                out[q] += loss_rows(LOSS, ZT, row_range(Y, start, stop), w[start:stop], NO_GRAD, 1.0,
+                                    rows)
 
     return Kernels(rows_pass, line_rows)
 
