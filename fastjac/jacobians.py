@@ -33,16 +33,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 from numpy.typing import ArrayLike, DTypeLike, NDArray
-from scipy.sparse.linalg import LinearOperator
 
 from fastjac import kernels
 from fastjac._validate import as_float
 from fastjac.budget import check_dense
+
+if TYPE_CHECKING:  # imported where used: scipy.sparse is 0.1-0.2 s of ``import fastjac``
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import LinearOperator
 
 __all__ = ["Jacobian", "Diagonal", "BlockDiagonal", "SoftmaxJacobian", "KronIW", "KronXI",
            "KronOneI", "CrossEntropyGradient", "Composed", "Transposed"]
@@ -170,6 +172,8 @@ class Jacobian:
 
     def aslinearoperator(self) -> LinearOperator:
         """``scipy.sparse.linalg.LinearOperator`` of shape ``matrix_shape`` (matvec, rmatvec, matmat)."""
+        from scipy.sparse.linalg import LinearOperator
+
         return LinearOperator(self.matrix_shape, matvec=self.matvec, rmatvec=self.rmatvec,
                               matmat=self.matmat, rmatmat=self.rmatmat, dtype=self.dtype)
 
@@ -216,6 +220,8 @@ def _check_count(value: Any, name: str) -> int:
 
 
 def _csr(data: ArrayLike, indices: ArrayLike, indptr: ArrayLike, shape: tuple[int, int]) -> sp.csr_matrix:
+    import scipy.sparse as sp
+
     return sp.csr_matrix((np.ravel(data), np.ravel(indices), indptr), shape=shape)
 
 
@@ -590,6 +596,8 @@ class CrossEntropyGradient(Jacobian):
         return np.tensordot(self._dense().astype(F.dtype, copy=False), F, axes=2)
 
     def to_scipy(self) -> sp.csr_matrix:
+        import scipy.sparse as sp
+
         return sp.csr_matrix(self._dense().reshape(1, -1))
 
 
