@@ -25,51 +25,59 @@ from numba.np.arrayobj import make_array, populate_array
 from fastjac.scalar import intrinsic
 
 
+def _c_array(t: Any, ndim: int) -> bool:
+    return isinstance(t, types.Array) and t.ndim == ndim and t.layout == "C"
+
+
+def _view_codegen(out_type: types.Array, geometry: Callable[..., Any]) -> Callable[..., Any]:
+    """The codegen of a view of ``args[0]``: ``geometry(builder, src, ints, itemsize)`` gives
+    its ``(offset in items, shape, strides)`` from the array ``src`` and the other arguments
+    as intp ``ints``; the view shares ``src``'s memory manager (a new reference)."""
+
+    def codegen(context: Any, builder: Any, signature: Signature, args: Sequence[Any]) -> Any:
+        src = make_array(signature.args[0])(context, builder, args[0])
+        ints = [context.cast(builder, a, t, types.intp)
+                for a, t in zip(args[1:], signature.args[1:])]
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
+            context.get_data_type(out_type.dtype)))
+        offset, shape, strides = geometry(builder, src, ints, itemsize)
+        out = make_array(out_type)(context, builder)
+        populate_array(out, data=builder.gep(src.data, [offset]), shape=shape, strides=strides,
+                       itemsize=itemsize, meminfo=src.meminfo, parent=src.parent)
+        return impl_ret_borrowed(context, builder, out_type, out._getvalue())
+
+    return codegen
+
+
 @intrinsic
 def view2(typingctx: Any, buf: types.Array, start: types.Integer, rows: types.Integer,
           cols: types.Integer) -> tuple[Signature, Callable[..., Any]] | None:
     """``buf[start:start + rows * cols].reshape((rows, cols))`` for a C-contiguous 1-D
     ``buf`` (a C-contiguous (rows, cols) view, sharing ``buf``'s memory); unchecked."""
-    if not (isinstance(buf, types.Array) and buf.ndim == 1 and buf.layout == "C"):
+    if not _c_array(buf, 1):
         return None
     out_type = types.Array(buf.dtype, 2, "C")
 
-    def codegen(context: Any, builder: Any, signature: Signature, args: Sequence[Any]) -> Any:
-        src = make_array(signature.args[0])(context, builder, args[0])
-        out = make_array(out_type)(context, builder)
-        start, rows, cols = (context.cast(builder, a, t, types.intp)
-                             for a, t in zip(args[1:], signature.args[1:]))
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
-            context.get_data_type(out_type.dtype)))
-        populate_array(out, data=builder.gep(src.data, [start]), shape=[rows, cols],
-                       strides=[builder.mul(cols, itemsize), itemsize], itemsize=itemsize,
-                       meminfo=src.meminfo, parent=src.parent)
-        return impl_ret_borrowed(context, builder, out_type, out._getvalue())
+    def geometry(builder: Any, src: Any, ints: list[Any], itemsize: Any) -> Any:
+        start, rows, cols = ints
+        return start, [rows, cols], [builder.mul(cols, itemsize), itemsize]
 
-    return out_type(buf, start, rows, cols), codegen
+    return out_type(buf, start, rows, cols), _view_codegen(out_type, geometry)
 
 
 @intrinsic
 def view1(typingctx: Any, buf: types.Array, start: types.Integer,
           size: types.Integer) -> tuple[Signature, Callable[..., Any]] | None:
     """``buf[start:start + size]`` for a C-contiguous 1-D ``buf``; unchecked."""
-    if not (isinstance(buf, types.Array) and buf.ndim == 1 and buf.layout == "C"):
+    if not _c_array(buf, 1):
         return None
     out_type = types.Array(buf.dtype, 1, "C")
 
-    def codegen(context: Any, builder: Any, signature: Signature, args: Sequence[Any]) -> Any:
-        src = make_array(signature.args[0])(context, builder, args[0])
-        out = make_array(out_type)(context, builder)
-        start, size = (context.cast(builder, a, t, types.intp)
-                       for a, t in zip(args[1:], signature.args[1:]))
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
-            context.get_data_type(out_type.dtype)))
-        populate_array(out, data=builder.gep(src.data, [start]), shape=[size],
-                       strides=[itemsize], itemsize=itemsize, meminfo=src.meminfo,
-                       parent=src.parent)
-        return impl_ret_borrowed(context, builder, out_type, out._getvalue())
+    def geometry(builder: Any, src: Any, ints: list[Any], itemsize: Any) -> Any:
+        start, size = ints
+        return start, [size], [itemsize]
 
-    return out_type(buf, start, size), codegen
+    return out_type(buf, start, size), _view_codegen(out_type, geometry)
 
 
 @intrinsic
@@ -77,22 +85,14 @@ def row_range(typingctx: Any, A: types.Array, start: types.Integer,
               stop: types.Integer) -> tuple[Signature, Callable[..., Any]] | None:
     """``A[start:stop]`` for a C-contiguous 2-D ``A`` and ``0 <= start <= stop <= len(A)``;
     unchecked."""
-    if not (isinstance(A, types.Array) and A.ndim == 2 and A.layout == "C"):
+    if not _c_array(A, 2):
         return None
     out_type = types.Array(A.dtype, 2, "C")
 
-    def codegen(context: Any, builder: Any, signature: Signature, args: Sequence[Any]) -> Any:
-        src = make_array(signature.args[0])(context, builder, args[0])
-        out = make_array(out_type)(context, builder)
-        start, stop = (context.cast(builder, a, t, types.intp)
-                       for a, t in zip(args[1:], signature.args[1:]))
-        shape = cgutils.unpack_tuple(builder, src.shape, 2)
-        strides = cgutils.unpack_tuple(builder, src.strides, 2)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
-            context.get_data_type(out_type.dtype)))
-        populate_array(out, data=builder.gep(src.data, [builder.mul(start, shape[1])]),
-                       shape=[builder.sub(stop, start), shape[1]], strides=strides,
-                       itemsize=itemsize, meminfo=src.meminfo, parent=src.parent)
-        return impl_ret_borrowed(context, builder, out_type, out._getvalue())
+    def geometry(builder: Any, src: Any, ints: list[Any], itemsize: Any) -> Any:
+        start, stop = ints
+        cols = cgutils.unpack_tuple(builder, src.shape, 2)[1]
+        return (builder.mul(start, cols), [builder.sub(stop, start), cols],
+                cgutils.unpack_tuple(builder, src.strides, 2))
 
-    return out_type(A, start, stop), codegen
+    return out_type(A, start, stop), _view_codegen(out_type, geometry)
