@@ -5,7 +5,7 @@ Each activation is, here and only here:
 * a scalar function ``f(z, tiny) -> (f(z), f'(z))`` that the fused kernels
   inline (``tiny``: ``scalar.flush_threshold``, to flush float32 subnormals),
   and a branch in ``runtime_value_and_slope``, ``_loops``' module globals and the
-  loop dispatchers (``activate_rows``, ``activate_line``);
+  loop selectors (``rows_loop`` for the kernels' ``fns``, ``activate_line``);
 * its ``f''`` from f and f' (``second_derivative``, for the curvature kernels);
 * an ``Activation`` entry: its name and kernel code, and the numpy formulas
   (f, f', f'') of its dense twin (``fastjac.dense.activation``/``Dactivation``).
@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 import numpy as np
 
+from numba.core import types
+
 from fastjac._jit import inline, kernel
+from fastjac.native import Native
 from fastjac.scalar import exp_nonpos, exp_poly_nonpos, flush, flush_threshold
 
 IDENTITY, LOGISTIC, TANH, RELU = 0, 1, 2, 3
@@ -151,21 +154,16 @@ tanh_rows, tanh_line = _loops(TANH)
 relu_rows, relu_line = _loops(RELU)
 mixed_rows, mixed_line = _loops(MIXED)
 
+# The hidden layers' row loop as kernels call it, through its address (``fastjac.native``):
+# ``rows(layer code, A (B, k), b (k,), D (B, k), with_slope)``.
+ROWS = Native("activations.ROWS",
+              lambda f: (types.int64, f[:, ::1], f[::1], f[:, ::1], types.boolean), types.none)
 
-@inline
-def activate_rows(mode: int, code: int, A: np.ndarray, b: np.ndarray, D: np.ndarray,
-                  with_slope: bool) -> None:
-    """``A <- f(A + b)``, ``D <- f'(A + b)`` (``rows`` above) for a kernel made for ``mode``."""
-    if mode == LOGISTIC:
-        logistic_rows(code, A, b, D, with_slope)
-    elif mode == TANH:
-        tanh_rows(code, A, b, D, with_slope)
-    elif mode == RELU:
-        relu_rows(code, A, b, D, with_slope)
-    elif mode == IDENTITY:
-        identity_rows(code, A, b, D, with_slope)
-    else:
-        mixed_rows(code, A, b, D, with_slope)
+
+def rows_loop(mode: int) -> Any:
+    """The row loop kernels call for activation ``mode`` (``MIXED``: by each layer's code)."""
+    return {IDENTITY: identity_rows, LOGISTIC: logistic_rows, TANH: tanh_rows,
+            RELU: relu_rows}.get(mode, mixed_rows)
 
 
 @inline

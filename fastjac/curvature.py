@@ -209,7 +209,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
                      block: int, hoffs: np.ndarray, work: np.ndarray, source: int, C: int,
                      what: int, G0: np.ndarray, G1: np.ndarray, S0: np.ndarray, S1: np.ndarray,
                      zrow: np.ndarray, prow: np.ndarray, out: np.ndarray, aux: np.ndarray,
-                     acc: np.ndarray, aoffs: np.ndarray) -> None:
+                     acc: np.ndarray, aoffs: np.ndarray, fns: np.ndarray) -> None:
         """Backpropagate C vectors a row (``source``, ``losses.row_cotangents``) through rows
         ``[lo, hi)`` and feed each layer's (a_{l-1}, g_l) to ``what``.
 
@@ -228,8 +228,8 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
         for start in range(lo, hi, block):
             stop = min(start + block, hi)
             B = stop - start
-            forward_block(MODE, row_range(X, start, stop), theta, offs, sizes, acts, block, hoffs,
-                          work, WLT, bL, True)
+            forward_block(row_range(X, start, stop), theta, offs, sizes, acts, block, hoffs,
+                          work, WLT, bL, True, fns)
             ZT = view2(work, hoffs[L], m, B)
             G = view2(G0, 0, B * C, m)
             z = zrow[:m]
@@ -279,7 +279,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
                      T0: np.ndarray, T1: np.ndarray, T2: np.ndarray, T3: np.ndarray,
                      T4: np.ndarray, hessian: bool, denom: float, zrow: np.ndarray,
                      prow: np.ndarray, urow: np.ndarray, hrow: np.ndarray,
-                     out: np.ndarray) -> None:
+                     out: np.ndarray, fns: np.ndarray) -> None:
         """Add the rows ``[lo, hi)``' part of ``G v`` (or ``H v`` if ``hessian``) to ``out``.
 
         Forward tangents ``zd_l = ad_{l-1} W_l + a_{l-1} V_l + vb_l``, ``ad_l = f'(z_l) zd_l``;
@@ -297,7 +297,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
             stop = min(start + block, hi)
             B = stop - start
             Xb = row_range(X, start, stop)
-            forward_block(MODE, Xb, theta, offs, sizes, acts, block, hoffs, work, WLT, bL, True)
+            forward_block(Xb, theta, offs, sizes, acts, block, hoffs, work, WLT, bL, True, fns)
             # forward tangents
             Adp = view2(T0, 0, 0, 1)
             for l in range(1, L + 1):
@@ -387,7 +387,8 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
                           sizes: np.ndarray, acts: np.ndarray, lo: int, hi: int, block: int,
                           hoffs: np.ndarray, work: np.ndarray, H0: np.ndarray, H1: np.ndarray,
                           Tm: np.ndarray, g0: np.ndarray, g1: np.ndarray, zrow: np.ndarray,
-                          prow: np.ndarray, erow: np.ndarray, acc: np.ndarray) -> None:
+                          prow: np.ndarray, erow: np.ndarray, acc: np.ndarray,
+                          fns: np.ndarray) -> None:
         """Add the rows ``[lo, hi)``' ``sum_n diag(d^2 l_n / dtheta^2)`` to ``acc`` (P,), from each
         row's Hessian in every layer's pre-activation, by the exact recursion
         ``H_{l-1} = D W_l H_l W_l^T D + diag(f''(z_{l-1}) (W_l g_l))``, ``D = diag f'(z_{l-1})``,
@@ -401,7 +402,7 @@ def curvature_kernels(mode: int, loss: int) -> CurvatureKernels:
             stop = min(start + block, hi)
             B = stop - start
             Xb = row_range(X, start, stop)
-            forward_block(MODE, Xb, theta, offs, sizes, acts, block, hoffs, work, WLT, bL, True)
+            forward_block(Xb, theta, offs, sizes, acts, block, hoffs, work, WLT, bL, True, fns)
             ZT = view2(work, hoffs[L], m, B)
             z, p_, e = zrow[:m], prow[:m], erow[:m]
             for r in range(B):
@@ -490,7 +491,7 @@ def _factors(net: MLP, X: Any, Y: Any, params: Params, source: int, C: int, what
         kern.factors_pass(Xc, Yc, rnd, theta, run.offs, sizes, run.acts, c * N // nchunks,
                           (c + 1) * N // nchunks, block, run.hoffs, work[c], source, C, what,
                           G[c, 0], G[c, 1], S[c, 0], S[c, 1], rows[c, 0], rows[c, 1], out, aux,
-                          acc[c], aoffs_arr)
+                          acc[c], aoffs_arr, run.helpers(dtype))
 
     fused.run_chunks(chunk, nchunks, one_blas_thread=nchunks > 1)
     for c in range(1, nchunks):
@@ -612,7 +613,7 @@ def _tangent(net: MLP, X: Any, Y: Any, params: Params, v: Params, hessian: bool
         kern.tangent_pass(Xc, Yc, theta, vflat, run.offs, run.sizes, run.acts, c * N // nchunks,
                           (c + 1) * N // nchunks, block, run.hoffs, work[c], Zd[c], T[c, 0],
                           T[c, 1], T[c, 2], T[c, 3], T[c, 4], hessian, float(N), rows[c, 0],
-                          rows[c, 1], rows[c, 2], rows[c, 3], out[c])
+                          rows[c, 1], rows[c, 2], rows[c, 3], out[c], run.helpers(dtype))
 
     fused.run_chunks(chunk, nchunks, one_blas_thread=nchunks > 1)
     for c in range(1, nchunks):
@@ -653,7 +654,7 @@ def diag_hessian(net: MLP, X: Any, Y: Any, params: Params) -> list[NDArray[np.fl
         kern.hessian_diag_pass(Xc, Yc, theta, run.offs, run.sizes, run.acts, c * N // nchunks,
                                (c + 1) * N // nchunks, block, run.hoffs, work[c], Hs[c, 0],
                                Hs[c, 1], Hs[c, 2], vecs[c, 0], vecs[c, 1], vecs[c, 2],
-                               vecs[c, 3], vecs[c, 4], acc[c])
+                               vecs[c, 3], vecs[c, 4], acc[c], run.helpers(dtype))
 
     fused.run_chunks(chunk, nchunks, one_blas_thread=nchunks > 1)
     for c in range(1, nchunks):

@@ -53,9 +53,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import numba
 import numpy as np
+from numba.core import types
 from numpy.typing import NDArray
 
-from fastjac import blas
+from fastjac import activations, blas, losses
 from fastjac._jit import (
     BLAS_THREAD_MIN_MNK,
     BLOCK_ROWS,
@@ -72,9 +73,10 @@ from fastjac._jit import (
     inline,
     kernel,
 )
-from fastjac.activations import activate_line, activate_rows
+from fastjac.activations import activate_line
 from fastjac.blas import N, T, gemm
 from fastjac.losses import argmax_rows, loss_outputs, loss_rows
+from fastjac.native import Native
 from fastjac.scalar import flush, flush_threshold
 from fastjac.views import row_range, view1, view2
 
@@ -189,6 +191,28 @@ def backward_output(ZT: np.ndarray, WT: np.ndarray, W: np.ndarray, A: np.ndarray
                 D[a, j] = flush(D[a, j] * A[a, j], tiny)
 
 
+# The output layer and its backward step as kernels call them, through their addresses
+# (``fastjac.native``), and where each helper's address sits in the kernels' ``fns``
+OUTPUT_LAYER = Native("fused.OUTPUT_LAYER",
+                      lambda f: (f[:, ::1], f[:, ::1], f[::1], f[:, ::1], types.boolean), types.none)
+BACKWARD_OUTPUT = Native("fused.BACKWARD_OUTPUT", lambda f: (f[:, ::1],) * 5, types.none)
+LOSS_FN, OUTPUT_FN, BACKWARD_FN, ACTIVATION_FN = range(4)
+# the calls, as module globals (a kernel types a global function, not a Python object's attribute)
+call_loss, call_activation = losses.ROWS.call, activations.ROWS.call
+call_output_layer, call_backward_output = OUTPUT_LAYER.call, BACKWARD_OUTPUT.call
+
+
+@functools.cache
+def helper_addresses(mode: int, loss: int, dtype: np.dtype) -> NDArray[np.int64]:
+    """The kernels' ``fns`` (4,): the entry points of loss ``loss``'s row loop,
+    ``output_layer``, ``backward_output`` and activation ``mode``'s row loop, each
+    compiled (or loaded from the cache) for ``dtype``."""
+    return np.array([losses.ROWS.address(losses.rows_loop(loss), dtype),
+                     OUTPUT_LAYER.address(output_layer, dtype),
+                     BACKWARD_OUTPUT.address(backward_output, dtype),
+                     activations.ROWS.address(activations.rows_loop(mode), dtype)], dtype=np.int64)
+
+
 @kernel
 def line_products(X: np.ndarray, XT1: np.ndarray, theta: np.ndarray, dtheta: np.ndarray,
                   offs: np.ndarray, sizes: np.ndarray, Wbuf: np.ndarray, ZPT: np.ndarray) -> None:
@@ -242,13 +266,13 @@ def last_weights_T(theta: np.ndarray, offs: np.ndarray, sizes: np.ndarray,
 
 
 @inline
-def forward_block(mode: int, Xb: np.ndarray, theta: np.ndarray, offs: np.ndarray,
-                  sizes: np.ndarray, acts: np.ndarray, block: int, hoffs: np.ndarray,
-                  work: np.ndarray, WLT: np.ndarray, bL: np.ndarray, with_slope: bool) -> np.ndarray:
+def forward_block(Xb: np.ndarray, theta: np.ndarray, offs: np.ndarray, sizes: np.ndarray,
+                  acts: np.ndarray, block: int, hoffs: np.ndarray, work: np.ndarray,
+                  WLT: np.ndarray, bL: np.ndarray, with_slope: bool, fns: np.ndarray) -> np.ndarray:
     """The forward pass of a block of rows Xb (B, n_0): hidden layer l's activations
     A_l (B, n_l) at ``work[hoffs[l]:]``, its slopes f'(Z_l) after them (if
     ``with_slope``), the logits transposed (m, B) at ``work[hoffs[L]:]``; returns
-    A_{L-1} (Xb itself for L = 1). ``mode``: the calling kernel's activation constant.
+    A_{L-1} (Xb itself for L = 1). ``fns``: ``helper_addresses``.
     """
     L = sizes.shape[0] - 1
     B = Xb.shape[0]
@@ -260,11 +284,12 @@ def forward_block(mode: int, Xb: np.ndarray, theta: np.ndarray, offs: np.ndarray
         D = view2(work, o + block * n, B, n)
         W = view2(theta, offs[2 * l - 2], sizes[l - 1], n)
         gemm(N, N, 1.0, Aprev, W, 0.0, A)
-        activate_rows(mode, acts[l - 1], A, view1(theta, offs[2 * l - 1], n), D, with_slope)
+        call_activation(fns[ACTIVATION_FN],
+                        (acts[l - 1], A, view1(theta, offs[2 * l - 1], n), D, with_slope))
         Aprev = A
     m = sizes[L]
     o = hoffs[L]
-    output_layer(Aprev, WLT, bL, view2(work, o, m, B), m > SMALL_M)
+    call_output_layer(fns[OUTPUT_FN], (Aprev, WLT, bL, view2(work, o, m, B), m > SMALL_M))
     return Aprev
 
 
@@ -272,36 +297,47 @@ def forward_block(mode: int, Xb: np.ndarray, theta: np.ndarray, offs: np.ndarray
 
 
 class Kernels(NamedTuple):
-    """The kernels made for one activation ``mode``, one loss and ``outputs`` (``kernels``)."""
+    """The kernels for one activation ``mode``, one loss and ``outputs`` (``kernels``)."""
 
     rows_pass: Any
     line_rows: Any
 
 
-@functools.cache
 def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
     """The fused kernels for hidden activation ``mode`` (a code, or ``MIXED``) and loss code
     ``loss``; with ``outputs``, the ``rows_pass`` that writes the outputs F (``predict``).
 
-    All three are constants of the kernels made here, so Numba compiles only
-    that activation's and that loss's code, and a gradient pass does not
-    compile the outputs (about 1.4 s of a cold first gradient, measured);
-    every depth and width then reuses them (and Numba's cache, which keys
-    closures by the values they capture, serves them to later processes).
+    The gradient's ``rows_pass`` is one kernel for every activation and loss:
+    it calls their loops through ``fns`` (``helper_addresses``). Each kernel
+    compiles once per dtype, and every depth and width reuses it (Numba's
+    cache, which keys closures by the values they capture, serves them to
+    later processes).
     """
-    MODE, LOSS, OUTPUTS = int(mode), int(loss), bool(outputs)
+    return Kernels(_rows_pass(int(loss) if outputs else NO_OUTPUTS), _line_rows(int(mode), int(loss)))
+
+
+NO_OUTPUTS = -1
+
+
+@functools.cache
+def _rows_pass(outputs: int) -> Any:
+    """``rows_pass``; for ``outputs`` a loss code, the kernel that writes that loss's outputs
+    instead of computing the loss (a constant: a gradient pass does not compile the
+    outputs, about 1.4 s of a cold first gradient, measured)."""
+    OUTPUTS, LOSS = outputs != NO_OUTPUTS, outputs
 
     @kernel
     def rows_pass(X: np.ndarray, Y: np.ndarray, w: np.ndarray, theta: np.ndarray,
                   offs: np.ndarray, sizes: np.ndarray, acts: np.ndarray, lo: int, hi: int,
                   block: int, hoffs: np.ndarray, work: np.ndarray, g: np.ndarray,
-                  with_grad: bool, denom: float, out: np.ndarray, classes: np.ndarray) -> float:
+                  with_grad: bool, denom: float, out: np.ndarray, classes: np.ndarray,
+                  fns: np.ndarray) -> float:
         """One thread's pass over rows ``[lo, hi)``: the loss sum ``sum_r w_r l_r``, the
         gradient terms added to ``g``, the outputs or classes written.
 
         X (N, n_0), Y (N, m) (or no rows: no loss, only outputs or classes), w
         (N,) or empty (unit weights); theta, offs (``layout_offsets``), sizes,
-        acts (L - 1 codes, read when the kernel is MIXED): the network; work and
+        acts (L - 1 codes, read by the MIXED activation): the network; work and
         hoffs (``scratch_layout(block, sizes)``): scratch; g (len(theta),)
         accumulates the gradient (divided by ``denom``) if ``with_grad``; out
         (N, m) gets the outputs F, and no loss is computed, in the kernel made
@@ -320,8 +356,8 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
             stop = min(start + block, hi)
             B = stop - start
             Xb = row_range(X, start, stop)
-            Aprev = forward_block(MODE, Xb, theta, offs, sizes, acts, block, hoffs,
-                                  work, WLT, bL, with_grad)
+            Aprev = forward_block(Xb, theta, offs, sizes, acts, block, hoffs, work, WLT, bL,
+                                  with_grad, fns)
             o = hoffs[L]
             ZT = view2(work, o, m, B)
             rows = view2(work, o + m * block, 4, block)
@@ -332,8 +368,8 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
                 continue
             if Y.shape[0] == 0:  # classes only
                 continue
-            total += loss_rows(LOSS, ZT, row_range(Y, start, stop), w[start:stop], with_grad, denom,
-                               rows)
+            total += call_loss(fns[LOSS_FN], (ZT, row_range(Y, start, stop), w[start:stop],
+                                              with_grad, denom, rows))
             if not with_grad:
                 continue
             # backward: ZT holds G_L^T
@@ -350,7 +386,7 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
                 A = view2(work, o, B, n)  # dead: scratch for G_{l+1} W_{l+1}^T
                 G = view2(work, o + block * n, B, n)  # f'(Z_l), then G_l
                 if l == L - 1:
-                    backward_output(ZT, WLT, WL, A, G)
+                    call_backward_output(fns[BACKWARD_FN], (ZT, WLT, WL, A, G))
                 else:
                     W = view2(theta, offs[2 * l], n, sizes[l + 1])
                     gemm(N, T, 1.0, Gnext, W, 0.0, A)
@@ -365,6 +401,15 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
                 gemm(T, N, 1.0, Ap, G, 1.0, view2(g, offs[2 * l - 2], p, n))
                 Gnext = G
         return total
+
+    return rows_pass
+
+
+@functools.cache
+def _line_rows(mode: int, loss: int) -> Any:
+    """``line_rows`` for hidden activation ``mode`` and loss code ``loss`` (constants of the
+    kernel: only that activation's and that loss's code is compiled)."""
+    MODE, LOSS = mode, loss
 
     @kernel
     def line_rows(ZPT: np.ndarray, Y: np.ndarray, w: np.ndarray, thetas: np.ndarray,
@@ -417,7 +462,7 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
                 out[q] += loss_rows(LOSS, ZT, row_range(Y, start, stop), w[start:stop], NO_GRAD, 1.0,
                                     rows)
 
-    return Kernels(rows_pass, line_rows)
+    return line_rows
 
 
 # ---------------------------------------------------------------- threads
@@ -577,7 +622,7 @@ class NetworkPass:
     def __init__(self, N: int, sizes: np.ndarray, mode: int, acts: np.ndarray, loss: int, *,
                  nchunks: int | None = None, block: int | None = None) -> None:
         auto = plan(N, sizes)
-        self.N, self.sizes, self.acts = N, sizes, acts
+        self.N, self.sizes, self.acts, self.mode, self.loss = N, sizes, acts, mode, loss
         self.nchunks = auto.nchunks if nchunks is None else nchunks
         self.block = auto.block if block is None else block
         self.offs = layout_offsets(sizes)
@@ -588,6 +633,10 @@ class NetworkPass:
         self.threaded = N * sum(products) >= THREAD_MIN_ELEMENTS
         self.one_blas_thread = one_blas_thread(self.nchunks, self.block, products)
 
+    def helpers(self, dtype: np.dtype) -> NDArray[np.int64]:
+        """The kernels' ``fns`` for this network and ``dtype`` (``helper_addresses``)."""
+        return helper_addresses(self.mode, self.loss, dtype)
+
     def __call__(self, X: np.ndarray, Y: np.ndarray | None, w: np.ndarray | None,
                  theta: np.ndarray, *, with_grad: bool, denom: float = 1.0,
                  outputs: bool = False, classes: NDArray[np.int64] | None = None
@@ -597,6 +646,7 @@ class NetworkPass:
         if Y is None and with_grad:
             raise ValueError("a gradient needs the targets Y")
         N, nchunks, dtype = self.N, self.nchunks, X.dtype
+        denom = float(denom)  # the kernel's type for it, whatever the caller's number
         none1, none2 = _EMPTY[dtype]
         G = np.zeros((nchunks, theta.size), dtype=dtype) if with_grad else none2
         work = np.empty((nchunks, self.scratch), dtype=dtype)
@@ -607,11 +657,12 @@ class NetworkPass:
         rows_pass = self.outputs_pass if outputs else self.rows_pass
         offs, sizes, acts = self.offs, self.sizes, self.acts
         block, hoffs = self.block, self.hoffs
+        fns = self.helpers(dtype)
 
         def chunk(c: int) -> float:
             return rows_pass(X, Yc, wc, theta, offs, sizes, acts, c * N // nchunks,
                              (c + 1) * N // nchunks, block, hoffs, work[c],
-                             G[c] if with_grad else none1, with_grad, denom, out, cls)
+                             G[c] if with_grad else none1, with_grad, denom, out, cls, fns)
 
         losses = run_chunks(chunk, nchunks, self.threaded, self.one_blas_thread)
         total = losses[0]

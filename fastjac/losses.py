@@ -30,10 +30,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from numba.core import types
+
 from fastjac._jit import inline, kernel
+from fastjac.native import Native
 from fastjac.activations import logistic_and_slope
 from fastjac.scalar import exp_nonpos, flush, flush_threshold, log1p_small, log_pos
 
@@ -164,6 +168,19 @@ def _scale_rows(ZT: np.ndarray, w: np.ndarray, denom: float) -> None:
         for c in range(m):
             for r in range(B):
                 ZT[c, r] = ZT[c, r] * w[r] / denom
+
+
+# A loss's row loop as kernels call it, through its address (``fastjac.native``):
+# ``rows(ZT (m, B), Y (B, m), w (B,) or empty, with_grad, denom, rows (4, B))`` -> the loss sum.
+ROWS = Native("losses.ROWS", lambda f: (f[:, ::1], f[:, ::1], f[::1], types.boolean, types.float64,
+                                        f[:, ::1]), types.float64)
+
+
+def rows_loop(loss: int) -> Any:
+    """The row loop kernels call for loss code ``loss``."""
+    return {SOFTMAX_CROSS_ENTROPY: softmax_cross_entropy_rows,
+            BINARY_CROSS_ENTROPY: binary_cross_entropy_rows,
+            SQUARED_ERROR: squared_error_rows}[loss]
 
 
 @inline

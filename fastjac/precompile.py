@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from fastjac.mlp import MLP
 
 # the cache files of the line search's kernels (Numba names them after the function)
-_PATTERNS = ("fused.line_products-*", "fused.kernels.locals.line_rows-*")
+_PATTERNS = ("fused.line_products-*", "fused._line_rows.locals.line_rows-*")
 
 
 def _cached(cache_dir: Path) -> bool:
