@@ -5,7 +5,7 @@ Each activation is, here and only here:
 * a scalar function ``f(z, tiny) -> (f(z), f'(z))`` that the fused kernels
   inline (``tiny``: ``scalar.flush_threshold``, to flush float32 subnormals),
   and a branch in ``runtime_value_and_slope``, ``_loops``' module globals and the
-  loop selectors (``rows_loop`` for the kernels' ``fns``, ``activate_line``);
+  loop selectors (``rows_loop``, ``line_loop``: the kernels call them by address);
 * its ``f''`` from f and f' (``second_derivative``, for the curvature kernels);
 * an ``Activation`` entry: its name and kernel code, and the numpy formulas
   (f, f', f'') of its dense twin (``fastjac.dense.activation``/``Dactivation``).
@@ -154,10 +154,12 @@ tanh_rows, tanh_line = _loops(TANH)
 relu_rows, relu_line = _loops(RELU)
 mixed_rows, mixed_line = _loops(MIXED)
 
-# The hidden layers' row loop as kernels call it, through its address (``fastjac.native``):
-# ``rows(layer code, A (B, k), b (k,), D (B, k), with_slope)``.
+# The loops as kernels call them, through their addresses (``fastjac.native``):
+# ``rows(layer code, A (B, k), b (k,), D (B, k), with_slope)`` and
+# ``line(layer code, z0 (B,), p (B,), t, out (B,))``.
 ROWS = Native("activations.ROWS",
               lambda f: (types.int64, f[:, ::1], f[::1], f[:, ::1], types.boolean), types.none)
+LINE = Native("activations.LINE", lambda f: (types.int64, f[::1], f[::1], f, f[::1]), types.none)
 
 
 def rows_loop(mode: int) -> Any:
@@ -166,20 +168,10 @@ def rows_loop(mode: int) -> Any:
             RELU: relu_rows}.get(mode, mixed_rows)
 
 
-@inline
-def activate_line(mode: int, code: int, z0: np.ndarray, p: np.ndarray, t: float,
-                  out: np.ndarray) -> None:
-    """``out <- f(z0 + t p)`` (``line`` above) for a kernel made for ``mode``."""
-    if mode == LOGISTIC:
-        logistic_line(code, z0, p, t, out)
-    elif mode == TANH:
-        tanh_line(code, z0, p, t, out)
-    elif mode == RELU:
-        relu_line(code, z0, p, t, out)
-    elif mode == IDENTITY:
-        identity_line(code, z0, p, t, out)
-    else:
-        mixed_line(code, z0, p, t, out)
+def line_loop(mode: int) -> Any:
+    """The line loop kernels call for activation ``mode`` (``MIXED``: by each layer's code)."""
+    return {IDENTITY: identity_line, LOGISTIC: logistic_line, TANH: tanh_line,
+            RELU: relu_line}.get(mode, mixed_line)
 
 
 @inline

@@ -73,9 +73,8 @@ from fastjac._jit import (
     inline,
     kernel,
 )
-from fastjac.activations import activate_line
 from fastjac.blas import N, T, gemm
-from fastjac.losses import argmax_rows, loss_outputs, loss_rows
+from fastjac.losses import argmax_rows, loss_outputs
 from fastjac.native import Native
 from fastjac.scalar import flush, flush_threshold
 from fastjac.views import row_range, view1, view2
@@ -196,21 +195,59 @@ def backward_output(ZT: np.ndarray, WT: np.ndarray, W: np.ndarray, A: np.ndarray
 OUTPUT_LAYER = Native("fused.OUTPUT_LAYER",
                       lambda f: (f[:, ::1], f[:, ::1], f[::1], f[:, ::1], types.boolean), types.none)
 BACKWARD_OUTPUT = Native("fused.BACKWARD_OUTPUT", lambda f: (f[:, ::1],) * 5, types.none)
-LOSS_FN, OUTPUT_FN, BACKWARD_FN, ACTIVATION_FN = range(4)
+OUTPUT_LAYER_T = Native("fused.OUTPUT_LAYER_T", lambda f: (f[:, ::1],) * 2 + (f[::1], f[:, ::1]),
+                        types.none)
+LOSS_FN, OUTPUT_FN, BACKWARD_FN, ACTIVATION_FN = range(4)  # in rows_pass's fns
+LINE_LOSS_FN, LINE_OUTPUT_FN, LINE_ACTIVATION_FN = range(3)  # in line_rows' fns
 # the calls, as module globals (a kernel types a global function, not a Python object's attribute)
 call_loss, call_activation = losses.ROWS.call, activations.ROWS.call
 call_output_layer, call_backward_output = OUTPUT_LAYER.call, BACKWARD_OUTPUT.call
+call_output_layer_T, call_activation_line = OUTPUT_LAYER_T.call, activations.LINE.call
+
+
+_ADDRESSES: dict[tuple[int, int, np.dtype], NDArray[np.int64]] = {}  # helper_addresses'
+
+
+def helper_addresses(mode: int, loss: int, dtype: Any) -> NDArray[np.int64]:
+    """The kernels' ``fns`` (4,): the entry points of loss ``loss``'s row loop,
+    ``output_layer``, ``backward_output`` and activation ``mode``'s row loop, each
+    compiled (or loaded from the cache) for ``dtype``, once a process."""
+    key = (mode, loss, np.dtype(dtype))
+    fns = _ADDRESSES.get(key)
+    if fns is None:
+        fns = _ADDRESSES[key] = np.array([
+            losses.ROWS.address(losses.rows_loop(loss), dtype),
+            OUTPUT_LAYER.address(output_layer, dtype),
+            BACKWARD_OUTPUT.address(backward_output, dtype),
+            activations.ROWS.address(activations.rows_loop(mode), dtype)], dtype=np.int64)
+    return fns
 
 
 @functools.cache
-def helper_addresses(mode: int, loss: int, dtype: np.dtype) -> NDArray[np.int64]:
-    """The kernels' ``fns`` (4,): the entry points of loss ``loss``'s row loop,
-    ``output_layer``, ``backward_output`` and activation ``mode``'s row loop, each
-    compiled (or loaded from the cache) for ``dtype``."""
+def line_addresses(mode: int, loss: int, dtype: np.dtype) -> NDArray[np.int64]:
+    """``line_rows``' ``fns`` (3,): the entry points of loss ``loss``'s row loop,
+    ``output_layer_T`` and activation ``mode``'s line loop, for ``dtype``."""
     return np.array([losses.ROWS.address(losses.rows_loop(loss), dtype),
-                     OUTPUT_LAYER.address(output_layer, dtype),
-                     BACKWARD_OUTPUT.address(backward_output, dtype),
-                     activations.ROWS.address(activations.rows_loop(mode), dtype)], dtype=np.int64)
+                     OUTPUT_LAYER_T.address(output_layer_T, dtype),
+                     activations.LINE.address(activations.line_loop(mode), dtype)], dtype=np.int64)
+
+
+def first_helper_addresses(mode: int, loss: int, kernel: Any, args: Sequence[Any]
+                           ) -> NDArray[np.int64]:
+    """``helper_addresses`` for a call of ``kernel`` with ``args`` (``fns`` last). The first
+    time in a process, if the kernel is not compiled for them yet, it is compiled here
+    while, on a cold cache, a helper process compiles the loss's and the output layer's
+    loops (``precompile.loop_addresses``)."""
+    dtype = np.dtype(args[0].dtype)
+    fns = _ADDRESSES.get((mode, loss, dtype))
+    if fns is not None:
+        return fns
+    from fastjac import precompile  # it imports this module
+
+    sig = tuple(numba.typeof(a) for a in args)
+    if sig in kernel.overloads:
+        return helper_addresses(mode, loss, dtype)
+    return precompile.loop_addresses(mode, loss, dtype, lambda: kernel.compile(sig))
 
 
 @kernel
@@ -313,7 +350,7 @@ def kernels(mode: int, loss: int, outputs: bool = False) -> Kernels:
     cache, which keys closures by the values they capture, serves them to
     later processes).
     """
-    return Kernels(_rows_pass(int(loss) if outputs else NO_OUTPUTS), _line_rows(int(mode), int(loss)))
+    return Kernels(_rows_pass(int(loss) if outputs else NO_OUTPUTS), _line_rows())
 
 
 NO_OUTPUTS = -1
@@ -406,16 +443,15 @@ def _rows_pass(outputs: int) -> Any:
 
 
 @functools.cache
-def _line_rows(mode: int, loss: int) -> Any:
-    """``line_rows`` for hidden activation ``mode`` and loss code ``loss`` (constants of the
-    kernel: only that activation's and that loss's code is compiled)."""
-    MODE, LOSS = mode, loss
+def _line_rows() -> Any:
+    """``line_rows``, one kernel for every activation and loss: it calls their loops through
+    ``fns`` (``line_addresses``)."""
 
     @kernel
     def line_rows(ZPT: np.ndarray, Y: np.ndarray, w: np.ndarray, thetas: np.ndarray,
                   WLTs: np.ndarray, ts: np.ndarray, K: int, offs: np.ndarray, sizes: np.ndarray,
                   acts: np.ndarray, lo: int, hi: int, block: int, hoffs: np.ndarray,
-                  work: np.ndarray, ones: np.ndarray, out: np.ndarray) -> None:
+                  work: np.ndarray, ones: np.ndarray, out: np.ndarray, fns: np.ndarray) -> None:
         """``out[q]`` = loss sum ``sum_r w_r l_r`` of rows ``[lo, hi)`` at step ``ts[q]``, q < K.
 
         ``ZPT = [X W_1 + b_1 | X dW_1 + db_1]^T`` (2 n_1, N): the first layer's
@@ -446,8 +482,8 @@ def _line_rows(mode: int, loss: int) -> Any:
                 else:
                     AT = view2(work, 0, n1, B)
                     for j in range(n1):
-                        activate_line(MODE, acts[0], ZPT[j, start:stop], ZPT[n1 + j, start:stop],
-                                      t, AT[j])
+                        call_activation_line(fns[LINE_ACTIVATION_FN], (
+                            acts[0], ZPT[j, start:stop], ZPT[n1 + j, start:stop], t, AT[j]))
                     for l in range(2, L):
                         n = sizes[l]
                         o = hoffs[l]
@@ -456,11 +492,13 @@ def _line_rows(mode: int, loss: int) -> Any:
                         gemm(T, N, 1.0, W, AT, 0.0, ZlT)
                         b = view1(theta, offs[2 * l - 1], n)
                         for j in range(n):  # f(z + b_j), as f(z + b_j * 1)
-                            activate_line(MODE, acts[l - 1], ZlT[j], ones[:B], b[j], ZlT[j])
+                            call_activation_line(fns[LINE_ACTIVATION_FN],
+                                                 (acts[l - 1], ZlT[j], ones[:B], b[j], ZlT[j]))
                         AT = ZlT
-                    output_layer_T(AT, WLTs[q], view1(theta, offs[2 * L - 1], m), ZT)
-                out[q] += loss_rows(LOSS, ZT, row_range(Y, start, stop), w[start:stop], NO_GRAD, 1.0,
-                                    rows)
+                    call_output_layer_T(fns[LINE_OUTPUT_FN],
+                                        (AT, WLTs[q], view1(theta, offs[2 * L - 1], m), ZT))
+                out[q] += call_loss(fns[LINE_LOSS_FN], (ZT, row_range(Y, start, stop),
+                                                        w[start:stop], NO_GRAD, 1.0, rows))
 
     return line_rows
 
@@ -610,6 +648,9 @@ _EMPTY = {np.dtype(t): (np.empty(0, dtype=t), np.empty((0, 0), dtype=t))
           for t in (np.float32, np.float64)}
 
 
+_NO_FNS = np.zeros(4, dtype=np.int64)  # typed as ``fns``: to compile a kernel before calling it
+
+
 def _empty(dtype: np.dtype, ndim: int = 1) -> np.ndarray:
     return np.empty((0,) * ndim, dtype=dtype)
 
@@ -657,12 +698,16 @@ class NetworkPass:
         rows_pass = self.outputs_pass if outputs else self.rows_pass
         offs, sizes, acts = self.offs, self.sizes, self.acts
         block, hoffs = self.block, self.hoffs
-        fns = self.helpers(dtype)
+
+        def args(c: int, fns: NDArray[np.int64]) -> tuple[Any, ...]:
+            return (X, Yc, wc, theta, offs, sizes, acts, c * N // nchunks, (c + 1) * N // nchunks,
+                    block, hoffs, work[c], G[c] if with_grad else none1, with_grad, denom, out,
+                    cls, fns)
+
+        fns = first_helper_addresses(self.mode, self.loss, rows_pass, args(0, _NO_FNS))
 
         def chunk(c: int) -> float:
-            return rows_pass(X, Yc, wc, theta, offs, sizes, acts, c * N // nchunks,
-                             (c + 1) * N // nchunks, block, hoffs, work[c],
-                             G[c] if with_grad else none1, with_grad, denom, out, cls, fns)
+            return rows_pass(*args(c, fns))
 
         losses = run_chunks(chunk, nchunks, self.threaded, self.one_blas_thread)
         total = losses[0]
@@ -723,6 +768,7 @@ class LineLoss:
         self.X, self.Y, self.sizes, self.acts = X, Y, sizes, acts
         self.offs = layout_offsets(sizes)
         self.line_rows = kernels(mode, loss).line_rows
+        self.fns = line_addresses(mode, loss, X.dtype)
         self.w = w if w is not None else _empty(X.dtype)
         if X.size <= LINESEARCH_MAX_HELD:
             self.XT1 = np.ones((d + 1, N), dtype=X.dtype)
@@ -778,7 +824,7 @@ class LineLoss:
             self.line_rows(self.ZPT, self.Y, self.w, self.thetas, self.WLTs, self.ts, K,
                            self.offs, sizes, self.acts, c * rows // nchunks,
                            (c + 1) * rows // nchunks, self.block, self.hoffs, self.work[c],
-                           self.ones, self.out[c])
+                           self.ones, self.out[c], self.fns)
 
         run_chunks(chunk, nchunks, self.threaded, self.one_blas_thread)
         totals = []

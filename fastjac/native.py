@@ -17,7 +17,7 @@ activation, every loss).
 the argument types for the kernels' float type ``f``. In a kernel,
 ``H.call(address, (args...))`` checks the call's argument types against the
 spec when the kernel compiles (a ``TypingError``, never a call with the wrong
-types). In Python, ``H.address(fn, dtype)`` compiles ``fn`` for exactly that
+types; a read-only array may stand for a writable one the helper only reads). In Python, ``H.address(fn, dtype)`` compiles ``fn`` for exactly that
 spec and gives its entry point, which lives as long as ``fn``'s dispatcher.
 """
 
@@ -36,7 +36,13 @@ from fastjac.scalar import intrinsic
 Spec = Callable[[types.Float], tuple[types.Type, ...]]
 
 
-def _float_of(args: Sequence[types.Type]) -> types.Float:
+def _writable(t: types.Type) -> types.Type:
+    """An array type as writable: a read-only array (the caller's data) may stand for a
+    writable one the helper only reads; both have the same native layout."""
+    return t.copy(readonly=False) if isinstance(t, types.Array) and not t.mutable else t
+
+
+def _float_of(args: Sequence[types.Type]) -> Any:
     """The kernel's float type: the dtype of the first array argument."""
     for t in args:
         if isinstance(t, types.Array):
@@ -71,16 +77,18 @@ class Native:
         @intrinsic
         def call(typingctx: Any, address: Any, args: Any) -> Any:
             """``fn(*args)`` for the helper ``fn`` whose entry point is at ``address``."""
-            if not isinstance(address, types.Integer) or not isinstance(args, types.BaseTuple):
+            is_tuple = isinstance(args, types.BaseTuple)  # (not narrowing args: numba's Any)
+            if not isinstance(address, types.Integer) or not is_tuple:
                 raise TypingError(f"{native.name}.call takes an address and a tuple of arguments")
-            expected = native.spec(_float_of(tuple(args)))
-            if tuple(args) != expected:
-                raise TypingError(f"{native.name}.call: arguments {tuple(args)} are not the "
+            given = tuple(args)
+            expected = native.spec(_float_of(given))
+            if tuple(_writable(t) for t in given) != expected:
+                raise TypingError(f"{native.name}.call: arguments {given} are not the "
                                   f"declared {expected}")
             sig = restype(address, args)
 
             def codegen(context: Any, builder: Any, signature: Signature, llargs: Any) -> Any:
-                argtys = tuple(signature.args[1])
+                argtys = expected  # the helper's types: read-only arrays passed as they are
                 vals = cgutils.unpack_tuple(builder, llargs[1], len(argtys))
                 fnty = context.call_conv.get_function_type(restype, argtys)
                 addr = context.cast(builder, llargs[0], signature.args[0], types.intp)

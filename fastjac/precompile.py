@@ -1,20 +1,25 @@
-"""Compile the line search's kernels in a helper process while this one compiles the gradient's.
+"""Compile kernels in a helper process while this one compiles others.
 
-On a cold Numba cache, training compiles the gradient's kernel and then the
-fused line search's (``fused.LineLoss``: ``line_products`` and ``line_rows``),
-one after the other: Numba compiles under a process-wide lock. A second
-process can compile the line search's meanwhile, on the other core.
+Numba compiles under a process-wide lock, one function after the other. On a
+cold cache a second process can compile some of the kernels meanwhile, on the
+other core, into a private cache directory; ``Pending.finish`` waits for it
+and moves those kernels' cache files into ``_jit.CACHE_DIR`` (where none
+exist), so this process then loads them instead of compiling. Kernels
+specialise on types, never on shapes, so a tiny problem of the same dtype,
+activation and loss compiles exactly the kernels this process will call. The
+two processes never write the same cache file (Numba's cache index is not
+safe for concurrent writers). Anything unusual (no helper, a failure, files
+already there) leaves the ordinary path: this process compiles the kernels
+itself when it needs them.
 
-``line_kernels`` starts one, if this process will use a ``LineLoss`` and the
-cache has no line-search kernel yet. The helper runs a tiny line search of the
-same dtype, activation and loss (kernels specialise on types, never on
-shapes, so it compiles exactly the kernels this process will call) into a
-private cache directory. ``Pending.finish`` waits for it and moves its
-line-search cache files into ``_jit.CACHE_DIR`` where none exist, so the first
-line search loads them instead of compiling. The two processes never write the
-same cache file (Numba's cache index is not safe for concurrent writers).
-Anything unusual (no helper, a failure, files already there) leaves the
-ordinary path: this process compiles the kernels itself when it needs them.
+Two such splits:
+
+* ``loop_addresses``: a first gradient compiles ``fused.rows_pass`` and the
+  activation's loop here while the helper compiles the loss's loop and the
+  output layer's two (``fused.helper_addresses``).
+* ``line_kernels``: training compiles the gradient here while the helper
+  compiles the fused line search's kernels (``fused.LineLoss``:
+  ``line_products`` and ``line_rows``).
 """
 
 from __future__ import annotations
@@ -24,46 +29,62 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from fastjac import _jit, fused
+from fastjac import _jit, activations, fused, losses
 
 if TYPE_CHECKING:
     from fastjac.mlp import MLP
 
-# the cache files of the line search's kernels (Numba names them after the function)
-_PATTERNS = ("fused.line_products-*", "fused._line_rows.locals.line_rows-*")
+def _pattern(fn: Any) -> str:
+    """The names of a kernel's cache files: ``<module>.<qualified name>-*``."""
+    module = fn.py_func.__module__.rsplit(".", 1)[-1]
+    return f"{module}.{fn.py_func.__qualname__.replace('<locals>', 'locals')}-*"
 
 
-def _cached(cache_dir: Path) -> bool:
-    """Whether ``cache_dir`` holds an index for any of the line search's kernels."""
-    return any(next(cache_dir.glob(f"*/{p}.nbi"), None) is not None for p in _PATTERNS)
+def _line_patterns(mode: int) -> list[str]:
+    """The line search's kernels and the loops they call but a gradient does not."""
+    return [_pattern(fn) for fn in (fused.line_products, fused.kernels(mode, 0).line_rows,
+                                    fused.output_layer_T, activations.line_loop(mode))]
+
+
+def _cached(cache_dir: Path, pattern: str) -> bool:
+    """Whether ``cache_dir`` holds an index for the kernel of ``pattern``."""
+    return next(cache_dir.glob(f"*/{pattern}.nbi"), None) is not None
+
+
+# helper processes started and not yet finished: one at a time (it uses the other core;
+# with two, three processes shared two cores and a cold ``train`` took 6.3 s against 5.4 s)
+_RUNNING: set[Pending] = set()
 
 
 class Pending:
-    """A helper process compiling the line-search kernels into ``private``."""
+    """A helper process compiling the kernels of ``patterns`` into ``private``."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], private: str) -> None:
-        self.proc, self.private = proc, private
+    def __init__(self, proc: subprocess.Popen[bytes], private: str, patterns: Sequence[str]) -> None:
+        self.proc, self.private, self.patterns = proc, private, tuple(patterns)
+        _RUNNING.add(self)
 
     def finish(self) -> bool:
-        """Wait for the helper and move its cache files into ``_jit.CACHE_DIR``; True if
-        they were moved."""
+        """Wait for the helper and move its cache files into ``_jit.CACHE_DIR``, each kernel's
+        only if the cache has none of it yet; True if any were moved."""
         try:
             if self.proc.wait() != 0:
                 return False
             source = Path(self.private, Path(_jit.CACHE_DIR).name)
             target = Path(_jit.CACHE_DIR)
-            if _cached(target):  # written meanwhile (another process): keep those
-                return False
             moved = False
-            for sub in source.iterdir():
-                into = target / sub.name
-                into.mkdir(parents=True, exist_ok=True)
-                for pattern in _PATTERNS:
+            for pattern in self.patterns:
+                if _cached(target, pattern):  # written meanwhile (another process): keep those
+                    continue
+                for sub in source.iterdir():
+                    into = target / sub.name
+                    into.mkdir(parents=True, exist_ok=True)
                     # data files first, the index last: an index never points at nothing
                     for f in sorted(sub.glob(pattern), key=lambda f: f.suffix == ".nbi"):
                         shutil.copyfile(f, into / (f.name + ".part"))
@@ -73,7 +94,59 @@ class Pending:
         except OSError:
             return False
         finally:
+            _RUNNING.discard(self)
             shutil.rmtree(self.private, ignore_errors=True)
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _spawn(task: Sequence[str], patterns: Sequence[str]) -> Pending | None:
+    """Start ``_helper(task)`` in a fresh process compiling into a private cache. None if
+    every kernel of ``patterns`` is cached already, another helper is running, this
+    process may use only one CPU, or the process cannot start."""
+    if (_RUNNING or _cpus() < 2
+            or all(_cached(Path(_jit.CACHE_DIR), p) for p in patterns)):
+        return None
+    private = tempfile.mkdtemp(prefix="fastjac-precompile-")
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    path = [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, NUMBA_CACHE_DIR=private, PYTHONPATH=os.pathsep.join(path))
+    args = [sys.executable, "-c", "import sys; from fastjac.precompile import _helper; _helper(sys.argv[1:])",
+            *task]
+    try:
+        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        shutil.rmtree(private, ignore_errors=True)
+        return None
+    return Pending(proc, private, patterns)
+
+
+def _far_loops(loss: int) -> list[tuple[Any, Any]]:
+    """The loops the helper compiles for a first gradient: ``(signature, function)``."""
+    return [(losses.ROWS, losses.rows_loop(loss)), (fused.OUTPUT_LAYER, fused.output_layer),
+            (fused.BACKWARD_OUTPUT, fused.backward_output)]
+
+
+def loop_addresses(mode: int, loss: int, dtype: np.dtype,
+                   meanwhile: Callable[[], Any]) -> NDArray[np.int64]:
+    """``fused.helper_addresses(mode, loss, dtype)``; on a cold cache, the loss's and the
+    output layer's loops compile in a helper process while this one runs ``meanwhile``
+    (compiling the kernel that calls them) and compiles the activation's loop."""
+    pending = None
+    if np.dtype(dtype) in (np.float32, np.float64):
+        pending = _spawn(["loops", str(int(loss)), np.dtype(dtype).name],
+                         [_pattern(fn) for _, fn in _far_loops(loss)])
+    if pending is not None:
+        meanwhile()
+        activations.ROWS.address(activations.rows_loop(mode), dtype)
+        pending.finish()
+    return fused.helper_addresses(mode, loss, dtype)
 
 
 def line_kernels(net: MLP, X: np.ndarray) -> Pending | None:
@@ -81,31 +154,25 @@ def line_kernels(net: MLP, X: np.ndarray) -> Pending | None:
     the line search on X will use ``fused.LineLoss``, float64, and no line-search
     kernel is cached yet. None otherwise (or if the process cannot start)."""
     X = np.asarray(X)
+    patterns = _line_patterns(net._mode)
     if (X.dtype != np.float64 or not fused.precompute_line(X.shape[0], net.sizes)
-            or _cached(Path(_jit.CACHE_DIR))):
+            or any(_cached(Path(_jit.CACHE_DIR), p) for p in patterns)):
         return None
-    private = tempfile.mkdtemp(prefix="fastjac-precompile-")
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    path = [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env = dict(os.environ, NUMBA_CACHE_DIR=private, PYTHONPATH=os.pathsep.join(path))
-    args = [sys.executable, "-c", "import sys; from fastjac.precompile import _helper; _helper(sys.argv[1:])",
-            ",".join(map(str, net.sizes)), ",".join(net.activations), net.loss]
-    try:
-        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except OSError:
-        shutil.rmtree(private, ignore_errors=True)
-        return None
-    return Pending(proc, private)
+    return _spawn(["line", ",".join(map(str, net.sizes)), ",".join(net.activations), net.loss],
+                  patterns)
 
 
 def _helper(argv: list[str]) -> None:
-    """The helper process: one tiny fused line search (compiles, and caches, its kernels)."""
+    """The helper process: compiles (and caches) the kernels of task ``argv[0]``."""
+    if argv[0] == "loops":
+        for native, fn in _far_loops(int(argv[1])):
+            native.address(fn, np.dtype(argv[2]))
+        return
     from fastjac.linesearch import LineSearchError
     from fastjac.mlp import MLP
 
-    sizes = [int(s) for s in argv[0].split(",")]
-    net = MLP(sizes, activation=argv[1].split(",") if argv[1] else [], loss=argv[2])
+    sizes = [int(s) for s in argv[1].split(",")]
+    net = MLP(sizes, activation=argv[2].split(",") if argv[2] else [], loss=argv[3])
     rng = np.random.default_rng(0)
     X = rng.standard_normal((4, sizes[0]))
     Y = np.zeros((4, sizes[-1]))

@@ -1,8 +1,8 @@
-"""``fastjac.precompile``: the line search's kernels compiled by a helper process.
+"""``fastjac.precompile``: kernels compiled by a helper process.
 
 The helper compiles into a private directory; ``finish`` moves its files into
-the shared cache, where a later process's line search loads them (Numba's
-dispatcher counts a cache hit and no miss). Each test uses its own cache
+the shared cache, where a later process's line search or gradient loads them
+(Numba's dispatcher counts a cache hit and no miss). Each test uses its own cache
 directory, so it holds on a warm or a cold cache and in any order.
 """
 
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastjac import _jit, precompile
+from numpy.testing import assert_array_equal
+
+from fastjac import _jit, fused, losses, precompile
 from fastjac.mlp import MLP
 
 # A fresh process: one fused line search, then the line kernel's cache hits and misses.
@@ -38,6 +40,20 @@ print(sum(disp.stats.cache_hits.values()), sum(disp.stats.cache_misses.values())
 """
 
 
+# A fresh process: one fused gradient, then the loss loop's cache hits and misses.
+GRADIENT_CHILD = """
+import numpy as np
+from fastjac import losses
+from fastjac.mlp import MLP
+net = MLP([5, 4, 3], activation="relu", loss="squared_error")
+rng = np.random.default_rng(1)
+X = rng.standard_normal((50, 5))
+net.loss_and_gradient_closure(X, rng.standard_normal((50, 3)))(net.init(seed=1))
+disp = losses.rows_loop(net._loss)
+print(sum(disp.stats.cache_hits.values()), sum(disp.stats.cache_misses.values()))
+"""
+
+
 @pytest.fixture
 def shared(tmp_path, monkeypatch):
     """An empty shared cache for this process's ``_jit.CACHE_DIR`` (same leaf name)."""
@@ -52,7 +68,7 @@ def test_helper_fills_the_shared_cache_for_the_next_line_search(shared, rng):
     assert pending is not None
     assert pending.finish()
     assert not os.path.exists(pending.private)
-    assert precompile._cached(shared)
+    assert all(precompile._cached(shared, p) for p in precompile._line_patterns(net._mode))
     # nothing left half-written
     assert not list(shared.rglob("*.part"))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(shared.parent))
@@ -76,6 +92,40 @@ def test_a_failed_helper_changes_nothing(shared, tmp_path):
     private = tmp_path / "private"
     private.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
-    assert not precompile.Pending(proc, str(private)).finish()
+    assert not precompile.Pending(proc, str(private), ["*"]).finish()
     assert not private.exists()
     assert not shared.exists()
+
+
+def test_loop_helper_fills_the_shared_cache_for_the_next_gradient(shared):
+    net = MLP([5, 4, 3], activation="relu", loss="squared_error")
+    ran = []
+    fns = precompile.loop_addresses(net._mode, net._loss, np.dtype(np.float64),
+                                    lambda: ran.append(True))
+    assert ran == [True]  # this process compiled meanwhile
+    assert_array_equal(fns, fused.helper_addresses(net._mode, net._loss, np.dtype(np.float64)))
+    for fn in (losses.rows_loop(net._loss), fused.output_layer, fused.backward_output):
+        assert precompile._cached(shared, precompile._pattern(fn))
+    assert not precompile._RUNNING
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(shared.parent))
+    done = subprocess.run([sys.executable, "-c", GRADIENT_CHILD], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert tuple(map(int, done.stdout.split())) == (1, 0)
+    # cached: no helper, and nothing to do meanwhile
+    precompile.loop_addresses(net._mode, net._loss, np.dtype(np.float64), lambda: ran.append(2))
+    assert ran == [True]
+
+
+def test_one_helper_process_at_a_time(shared, tmp_path):
+    """A second helper would share two cores three ways (a cold ``train`` was slower)."""
+    private = tmp_path / "private"
+    private.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    running = precompile.Pending(proc, str(private), [])
+    try:
+        assert precompile._spawn(["loops", "0", "float64"], ["*"]) is None
+    finally:
+        proc.kill()
+        running.finish()
+    assert not precompile._RUNNING
