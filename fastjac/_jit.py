@@ -12,13 +12,17 @@
   a kernel from C, so its code would only cost compile time). Functions only
   kernels call are either ``@kernel(helper=True)``: compiled once per
   process and type, without the CPython and C wrappers a Python entry
-  point needs (about 50 ms of compile time each, saved), linked into each
-  caller and inlined there by LLVM (``forceinline=True`` where a loop must
-  vectorise through it); or ``@inline``: Numba IR inlined at each call site,
-  for small code and for dispatch on a kernel's constant codes, whose dead
-  branches Numba then prunes.
-  Kernels take run-time codes (activation, loss, flags), never one
-  specialisation per network: a new depth or width compiles nothing.
+  point needs (about 50 ms of compile time each, saved), and either called
+  through their addresses (``fastjac.native``: the large loops, which a
+  kernel would otherwise link and LLVM optimise again inside it) or linked
+  into each caller and inlined there by LLVM (``forceinline=True`` where a
+  loop must vectorise through it); or ``@inline``: Numba IR inlined at each
+  call site, for small code and for dispatch on a kernel's constant codes,
+  whose dead branches Numba then prunes.
+  Kernels take run-time codes (activation, loss, flags) and helper
+  addresses, never one specialisation per network: a new depth or width
+  compiles nothing, and the gradient's and line search's kernels serve
+  every activation and loss.
   They view their flat buffers through ``fastjac.views`` (``view2`` in place
   of ``buf[a:b].reshape(...)``, whose code was a third of ``rows_pass``'s
   LLVM IR and about 0.9 s of a cold first gradient).

@@ -13,9 +13,12 @@ How it is made fast and cheap to compile (each choice measured on the
 
 * **One kernel for every network.** ``rows_pass`` takes the parameters as
   one flat buffer ``theta`` ([W_1, b_1, ..., W_L, b_L] back to back, W_l
-  row-major), the widths ``sizes`` (n_0, ..., n_L), activation codes and a
-  loss code, all run-time values: it compiles once per dtype, and any depth
-  or width reuses it (Numba specialises on types, never on shapes).
+  row-major), the widths ``sizes`` (n_0, ..., n_L) and activation codes,
+  all run-time values, and calls the activation's and the loss's loops and
+  the output layer through their addresses ``fns`` (``helper_addresses``,
+  ``fastjac.native``): it compiles once per dtype, without linking those
+  loops, and any depth, width, activation or loss reuses it (Numba
+  specialises on types, never on shapes).
 * **Row blocks.** Rows go in blocks of at most ``block``; a block's forward
   and backward passes run back to back while it is in cache. Scratch is
   ``block (2 sum(hidden) + m + 4)`` values per thread: no array has N rows.
@@ -236,8 +239,8 @@ def first_helper_addresses(mode: int, loss: int, kernel: Any, args: Sequence[Any
                            ) -> NDArray[np.int64]:
     """``helper_addresses`` for a call of ``kernel`` with ``args`` (``fns`` last). The first
     time in a process, if the kernel is not compiled for them yet, it is compiled here
-    while, on a cold cache, a helper process compiles the loss's and the output layer's
-    loops (``precompile.loop_addresses``)."""
+    while, on a cold cache, a helper process compiles the loss's loop and the output layer
+    (``precompile.loop_addresses``)."""
     dtype = np.dtype(args[0].dtype)
     fns = _ADDRESSES.get((mode, loss, dtype))
     if fns is not None:

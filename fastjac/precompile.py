@@ -14,12 +14,18 @@ itself when it needs them.
 
 Two such splits:
 
-* ``loop_addresses``: a first gradient compiles ``fused.rows_pass`` and the
-  activation's loop here while the helper compiles the loss's loop and the
-  output layer's two (``fused.helper_addresses``).
+* ``loop_addresses``: a first gradient compiles ``fused.rows_pass``, the
+  activation's loop and the output layer's backward step here while the
+  helper compiles the loss's loop and the output layer
+  (``fused.helper_addresses``). Measured on 2026-12-03 (depth 3, fresh
+  processes taking turns): 2.8-3.0 s against 3.0-3.4 s with the backward
+  step in the helper too, and 3.4-3.6 s with no helper.
 * ``line_kernels``: training compiles the gradient here while the helper
   compiles the fused line search's kernels (``fused.LineLoss``:
-  ``line_products`` and ``line_rows``).
+  ``line_products``, ``line_rows`` and the loops only they call).
+
+One helper runs at a time: with two, three processes shared the two cores and
+a cold ``train`` took 6.3 s against 5.4 s.
 """
 
 from __future__ import annotations
@@ -58,8 +64,7 @@ def _cached(cache_dir: Path, pattern: str) -> bool:
     return next(cache_dir.glob(f"*/{pattern}.nbi"), None) is not None
 
 
-# helper processes started and not yet finished: one at a time (it uses the other core;
-# with two, three processes shared two cores and a cold ``train`` took 6.3 s against 5.4 s)
+# helper processes started and not yet finished (one at a time)
 _RUNNING: set[Pending] = set()
 
 
@@ -129,15 +134,14 @@ def _spawn(task: Sequence[str], patterns: Sequence[str]) -> Pending | None:
 
 def _far_loops(loss: int) -> list[tuple[Any, Any]]:
     """The loops the helper compiles for a first gradient: ``(signature, function)``."""
-    return [(losses.ROWS, losses.rows_loop(loss)), (fused.OUTPUT_LAYER, fused.output_layer),
-            (fused.BACKWARD_OUTPUT, fused.backward_output)]
+    return [(losses.ROWS, losses.rows_loop(loss)), (fused.OUTPUT_LAYER, fused.output_layer)]
 
 
 def loop_addresses(mode: int, loss: int, dtype: np.dtype,
                    meanwhile: Callable[[], Any]) -> NDArray[np.int64]:
-    """``fused.helper_addresses(mode, loss, dtype)``; on a cold cache, the loss's and the
-    output layer's loops compile in a helper process while this one runs ``meanwhile``
-    (compiling the kernel that calls them) and compiles the activation's loop."""
+    """``fused.helper_addresses(mode, loss, dtype)``; on a cold cache, the loss's loop and
+    the output layer compile in a helper process while this one runs ``meanwhile``
+    (compiling the kernel that calls them) and compiles the other two loops."""
     pending = None
     if np.dtype(dtype) in (np.float32, np.float64):
         pending = _spawn(["loops", str(int(loss)), np.dtype(dtype).name],
@@ -145,6 +149,7 @@ def loop_addresses(mode: int, loss: int, dtype: np.dtype,
     if pending is not None:
         meanwhile()
         activations.ROWS.address(activations.rows_loop(mode), dtype)
+        fused.BACKWARD_OUTPUT.address(fused.backward_output, dtype)
         pending.finish()
     return fused.helper_addresses(mode, loss, dtype)
 
