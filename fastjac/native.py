@@ -59,7 +59,11 @@ class Native:
 
     def argtypes(self, dtype: Any) -> tuple[types.Type, ...]:
         """The argument types for float32 or float64 kernels."""
-        return self.spec(types.float32 if np.dtype(dtype) == np.float32 else types.float64)
+        floats: dict[np.dtype, Any] = {np.dtype(np.float32): types.float32,
+                                       np.dtype(np.float64): types.float64}
+        if np.dtype(dtype) not in floats:
+            raise TypeError(f"{self.name}: kernels run in float32 or float64, not {np.dtype(dtype)}")
+        return self.spec(floats[np.dtype(dtype)])
 
     def address(self, fn: Any, dtype: Any) -> int:
         """The native entry point of helper ``fn`` compiled for this signature and ``dtype``."""

@@ -93,9 +93,11 @@ def test_a_call_with_other_types_does_not_compile():
         through(SCALE.address(scale_sum, np.float64), np.ones(6)[::2], np.zeros(3), 1.0)
 
 
-def test_no_address_for_a_helper_of_another_return_type():
+def test_no_address_for_a_helper_of_another_return_type_or_dtype():
     with pytest.raises(TypeError, match="returns none, not float64"):
         SCALE.address(scale_none, np.float64)
+    with pytest.raises(TypeError, match="float32 or float64, not int64"):
+        SCALE.address(scale_sum, np.int64)
 
 
 def test_one_gradient_kernel_serves_every_activation_and_loss(rng):

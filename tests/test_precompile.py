@@ -56,9 +56,12 @@ print(sum(disp.stats.cache_hits.values()), sum(disp.stats.cache_misses.values())
 
 @pytest.fixture
 def shared(tmp_path, monkeypatch):
-    """An empty shared cache for this process's ``_jit.CACHE_DIR`` (same leaf name)."""
+    """An empty shared cache for this process's ``_jit.CACHE_DIR`` (same leaf name), and
+    helpers allowed whatever the environment and the CPUs."""
     cache = tmp_path / "numba" / Path(_jit.CACHE_DIR).name
     monkeypatch.setattr(_jit, "CACHE_DIR", str(cache))
+    monkeypatch.delenv("FASTJAC_PRECOMPILE", raising=False)
+    monkeypatch.setattr(precompile, "_cpus", lambda: 2)
     return cache
 
 
@@ -128,4 +131,22 @@ def test_one_helper_process_at_a_time(shared, tmp_path):
     finally:
         proc.kill()
         running.finish()
+    assert not precompile._RUNNING
+
+
+def test_no_helper_when_turned_off_not_python_or_one_cpu(shared, monkeypatch):
+    """No helper where helpers are off, the interpreter is embedded or one CPU is free (the
+    loop helper test above shows one starting otherwise)."""
+    def spawned():
+        return precompile._spawn(["loops", "0", "float64"], ["*"])
+
+    with monkeypatch.context() as m:
+        m.setenv("FASTJAC_PRECOMPILE", "0")
+        assert spawned() is None
+    with monkeypatch.context() as m:
+        m.setattr(sys, "executable", "/usr/bin/some-app")
+        assert spawned() is None
+    with monkeypatch.context() as m:
+        m.setattr(precompile, "_cpus", lambda: 1)  # a helper would share the one CPU
+        assert spawned() is None
     assert not precompile._RUNNING
