@@ -156,10 +156,12 @@ def loop_addresses(mode: int, loss: int, dtype: np.dtype,
         pending = _spawn(["loops", str(int(loss)), np.dtype(dtype).name],
                          [_pattern(fn) for _, fn in _far_loops(loss)])
     if pending is not None:
-        meanwhile()
-        activations.ROWS.address(activations.rows_loop(mode), dtype)
-        fused.BACKWARD_OUTPUT.address(fused.backward_output, dtype)
-        pending.finish()
+        try:
+            meanwhile()
+            activations.ROWS.address(activations.rows_loop(mode), dtype)
+            fused.BACKWARD_OUTPUT.address(fused.backward_output, dtype)
+        finally:  # the helper is waited for (and its directory removed) in any case
+            pending.finish()
     return fused.helper_addresses(mode, loss, dtype)
 
 

@@ -120,6 +120,16 @@ def test_loop_helper_fills_the_shared_cache_for_the_next_gradient(shared):
     assert ran == [True]
 
 
+def test_a_failure_meanwhile_still_finishes_the_helper(shared):
+    def fails():
+        raise RuntimeError("meanwhile")
+
+    with pytest.raises(RuntimeError, match="meanwhile"):
+        precompile.loop_addresses(0, 0, np.dtype(np.float64), fails)
+    assert not precompile._RUNNING
+    assert precompile._cached(shared, precompile._pattern(losses.rows_loop(0)))
+
+
 def test_one_helper_process_at_a_time(shared, tmp_path):
     """A second helper would share two cores three ways (a cold ``train`` was slower)."""
     private = tmp_path / "private"
