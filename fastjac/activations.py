@@ -4,8 +4,8 @@ Each activation is, here and only here:
 
 * a scalar function ``f(z, tiny) -> (f(z), f'(z))`` that the fused kernels
   inline (``tiny``: ``scalar.flush_threshold``, to flush float32 subnormals),
-  and a branch in ``runtime_value_and_slope``, ``_loops``' module globals and the
-  loop selectors (``rows_loop``, ``line_loop``: the kernels call them by address);
+  and a branch in ``runtime_value_and_slope`` and an entry of ``_LOOPS`` (its
+  loops, which the kernels call by address: ``rows_loop``, ``line_loop``);
 * its ``f''`` from f and f' (``second_derivative``, for the curvature kernels);
 * an ``Activation`` entry: its name and kernel code, and the numpy formulas
   (f, f', f'') of its dense twin (``fastjac.dense.activation``/``Dactivation``).
@@ -148,11 +148,7 @@ def _loops(code: int) -> tuple[Any, Any]:
 # the network's shape), or for ``MIXED`` networks whose hidden layers differ: those
 # branch at run time on each layer's code and compile every activation.
 MIXED = -1
-identity_rows, identity_line = _loops(IDENTITY)
-logistic_rows, logistic_line = _loops(LOGISTIC)
-tanh_rows, tanh_line = _loops(TANH)
-relu_rows, relu_line = _loops(RELU)
-mixed_rows, mixed_line = _loops(MIXED)
+_LOOPS = {code: _loops(code) for code in (IDENTITY, LOGISTIC, TANH, RELU, MIXED)}
 
 # The loops as kernels call them, through their addresses (``fastjac.native``):
 # ``rows(layer code, A (B, k), b (k,), D (B, k), with_slope)`` and
@@ -164,14 +160,12 @@ LINE = Native("activations.LINE", lambda f: (types.int64, f[::1], f[::1], f, f[:
 
 def rows_loop(mode: int) -> Any:
     """The row loop kernels call for activation ``mode`` (``MIXED``: by each layer's code)."""
-    return {IDENTITY: identity_rows, LOGISTIC: logistic_rows, TANH: tanh_rows,
-            RELU: relu_rows}.get(mode, mixed_rows)
+    return _LOOPS[mode][0]
 
 
 def line_loop(mode: int) -> Any:
     """The line loop kernels call for activation ``mode`` (``MIXED``: by each layer's code)."""
-    return {IDENTITY: identity_line, LOGISTIC: logistic_line, TANH: tanh_line,
-            RELU: relu_line}.get(mode, mixed_line)
+    return _LOOPS[mode][1]
 
 
 @inline

@@ -486,12 +486,13 @@ def _factors(net: MLP, X: Any, Y: Any, params: Params, source: int, C: int, what
     rows = np.empty((nchunks, 2, widest), dtype=dtype)
     rnd = np.empty((0, 0), dtype=dtype) if rnd is None else rnd.astype(dtype)
     aoffs_arr = np.asarray(aoffs, dtype=np.int64)
+    fns = run.helpers(dtype)
 
     def chunk(c: int) -> None:
         kern.factors_pass(Xc, Yc, rnd, theta, run.offs, sizes, run.acts, c * N // nchunks,
                           (c + 1) * N // nchunks, block, run.hoffs, work[c], source, C, what,
                           G[c, 0], G[c, 1], S[c, 0], S[c, 1], rows[c, 0], rows[c, 1], out, aux,
-                          acc[c], aoffs_arr, run.helpers(dtype))
+                          acc[c], aoffs_arr, fns)
 
     fused.run_chunks(chunk, nchunks, one_blas_thread=nchunks > 1)
     for c in range(1, nchunks):
@@ -608,12 +609,13 @@ def _tangent(net: MLP, X: Any, Y: Any, params: Params, v: Params, hessian: bool
     Zd = np.empty((nchunks, int(run.hoffs[-1]) // 2 + block * m), dtype=dtype)
     T = np.empty((nchunks, 5, block * widest), dtype=dtype)
     rows = np.empty((nchunks, 4, widest), dtype=dtype)
+    fns = run.helpers(dtype)
 
     def chunk(c: int) -> None:
         kern.tangent_pass(Xc, Yc, theta, vflat, run.offs, run.sizes, run.acts, c * N // nchunks,
                           (c + 1) * N // nchunks, block, run.hoffs, work[c], Zd[c], T[c, 0],
                           T[c, 1], T[c, 2], T[c, 3], T[c, 4], hessian, float(N), rows[c, 0],
-                          rows[c, 1], rows[c, 2], rows[c, 3], out[c], run.helpers(dtype))
+                          rows[c, 1], rows[c, 2], rows[c, 3], out[c], fns)
 
     fused.run_chunks(chunk, nchunks, one_blas_thread=nchunks > 1)
     for c in range(1, nchunks):
@@ -649,12 +651,13 @@ def diag_hessian(net: MLP, X: Any, Y: Any, params: Params) -> list[NDArray[np.fl
     work = np.empty((nchunks, run.scratch), dtype=dtype)
     Hs = np.empty((nchunks, 3, widest * widest), dtype=dtype)
     vecs = np.empty((nchunks, 5, widest), dtype=dtype)
+    fns = run.helpers(dtype)
 
     def chunk(c: int) -> None:
         kern.hessian_diag_pass(Xc, Yc, theta, run.offs, run.sizes, run.acts, c * N // nchunks,
                                (c + 1) * N // nchunks, block, run.hoffs, work[c], Hs[c, 0],
                                Hs[c, 1], Hs[c, 2], vecs[c, 0], vecs[c, 1], vecs[c, 2],
-                               vecs[c, 3], vecs[c, 4], acc[c], run.helpers(dtype))
+                               vecs[c, 3], vecs[c, 4], acc[c], fns)
 
     fused.run_chunks(chunk, nchunks, one_blas_thread=nchunks > 1)
     for c in range(1, nchunks):

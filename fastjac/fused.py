@@ -89,8 +89,8 @@ Sizes = Sequence[int] | NDArray[np.int64]  # the widths [n_0, ..., n_L]
 # 1.3x faster for m = 10, k = 512.
 SMALL_M = 8
 
-# ``with_grad=False`` as a value Numba types as a plain bool, not a literal: the loss kernels
-# then compile once for both calls (a literal would compile a second specialisation)
+# ``with_grad=False`` as a value Numba types as a plain bool, not a literal: the type the
+# loss loops' declared signature (``losses.ROWS``) takes
 NO_GRAD = np.bool_(False)
 
 
@@ -200,39 +200,54 @@ OUTPUT_LAYER = Native("fused.OUTPUT_LAYER",
 BACKWARD_OUTPUT = Native("fused.BACKWARD_OUTPUT", lambda f: (f[:, ::1],) * 5, types.none)
 OUTPUT_LAYER_T = Native("fused.OUTPUT_LAYER_T", lambda f: (f[:, ::1],) * 2 + (f[::1], f[:, ::1]),
                         types.none)
-LOSS_FN, OUTPUT_FN, BACKWARD_FN, ACTIVATION_FN = range(4)  # in rows_pass's fns
-LINE_LOSS_FN, LINE_OUTPUT_FN, LINE_ACTIVATION_FN = range(3)  # in line_rows' fns
+LOSS_FN, OUTPUT_FN, BACKWARD_FN, ACTIVATION_FN = range(4)  # in rows_pass's fns (gradient_loops)
+LINE_LOSS_FN, LINE_OUTPUT_FN, LINE_ACTIVATION_FN = range(3)  # in line_rows' fns (line_loops)
 # the calls, as module globals (a kernel types a global function, not a Python object's attribute)
 call_loss, call_activation = losses.ROWS.call, activations.ROWS.call
 call_output_layer, call_backward_output = OUTPUT_LAYER.call, BACKWARD_OUTPUT.call
 call_output_layer_T, call_activation_line = OUTPUT_LAYER_T.call, activations.LINE.call
 
 
-_ADDRESSES: dict[tuple[int, int, np.dtype], NDArray[np.int64]] = {}  # helper_addresses'
+Loops = list[tuple[Native, Any]]  # (signature, loop) pairs, in the order of a kernel's fns
 
 
-def helper_addresses(mode: int, loss: int, dtype: Any) -> NDArray[np.int64]:
-    """The kernels' ``fns`` (4,): the entry points of loss ``loss``'s row loop,
-    ``output_layer``, ``backward_output`` and activation ``mode``'s row loop, each
-    compiled (or loaded from the cache) for ``dtype``, once a process."""
-    key = (mode, loss, np.dtype(dtype))
+def gradient_loops(mode: int, loss: int) -> Loops:
+    """The loops ``rows_pass`` (and the curvature kernels) call: loss ``loss``'s row loop,
+    ``output_layer``, ``backward_output`` and activation ``mode``'s row loop."""
+    return [(losses.ROWS, losses.rows_loop(loss)), (OUTPUT_LAYER, output_layer),
+            (BACKWARD_OUTPUT, backward_output), (activations.ROWS, activations.rows_loop(mode))]
+
+
+def line_loops(mode: int, loss: int) -> Loops:
+    """The loops ``line_rows`` calls: loss ``loss``'s row loop, ``output_layer_T`` and
+    activation ``mode``'s line loop."""
+    return [(losses.ROWS, losses.rows_loop(loss)), (OUTPUT_LAYER_T, output_layer_T),
+            (activations.LINE, activations.line_loop(mode))]
+
+
+# fns by (loops, mode, loss, dtype), once a process
+_ADDRESSES: dict[tuple[Any, int, int, np.dtype], NDArray[np.int64]] = {}
+
+
+def _addresses(loops: Any, mode: int, loss: int, dtype: Any) -> NDArray[np.int64]:
+    """The entry points of ``loops(mode, loss)``, each compiled (or loaded from the cache)
+    for ``dtype``."""
+    key = (loops, mode, loss, np.dtype(dtype))
     fns = _ADDRESSES.get(key)
     if fns is None:
-        fns = _ADDRESSES[key] = np.array([
-            losses.ROWS.address(losses.rows_loop(loss), dtype),
-            OUTPUT_LAYER.address(output_layer, dtype),
-            BACKWARD_OUTPUT.address(backward_output, dtype),
-            activations.ROWS.address(activations.rows_loop(mode), dtype)], dtype=np.int64)
+        fns = _ADDRESSES[key] = np.array(
+            [native.address(fn, dtype) for native, fn in loops(mode, loss)], dtype=np.int64)
     return fns
 
 
-@functools.cache
-def line_addresses(mode: int, loss: int, dtype: np.dtype) -> NDArray[np.int64]:
-    """``line_rows``' ``fns`` (3,): the entry points of loss ``loss``'s row loop,
-    ``output_layer_T`` and activation ``mode``'s line loop, for ``dtype``."""
-    return np.array([losses.ROWS.address(losses.rows_loop(loss), dtype),
-                     OUTPUT_LAYER_T.address(output_layer_T, dtype),
-                     activations.LINE.address(activations.line_loop(mode), dtype)], dtype=np.int64)
+def helper_addresses(mode: int, loss: int, dtype: Any) -> NDArray[np.int64]:
+    """``rows_pass``'s ``fns`` (4,): the entry points of ``gradient_loops``."""
+    return _addresses(gradient_loops, mode, loss, dtype)
+
+
+def line_addresses(mode: int, loss: int, dtype: Any) -> NDArray[np.int64]:
+    """``line_rows``' ``fns`` (3,): the entry points of ``line_loops``."""
+    return _addresses(line_loops, mode, loss, dtype)
 
 
 def first_helper_addresses(mode: int, loss: int, kernel: Any, args: Sequence[Any]
@@ -242,7 +257,7 @@ def first_helper_addresses(mode: int, loss: int, kernel: Any, args: Sequence[Any
     while, on a cold cache, a helper process compiles the loss's loop and the output layer
     (``precompile.loop_addresses``)."""
     dtype = np.dtype(args[0].dtype)
-    fns = _ADDRESSES.get((mode, loss, dtype))
+    fns = _ADDRESSES.get((gradient_loops, mode, loss, dtype))
     if fns is not None:
         return fns
     from fastjac import precompile  # it imports this module

@@ -21,9 +21,9 @@ divided by m (``squared_loss`` averages over outputs), while its gradient is
 that of the value above (scikit-learn#8349); fastjac's loss is the function
 whose gradient both compute.
 
-Here live the row-block loops the fused kernels inline (``loss_rows``,
-``loss_outputs``) and the numpy twins of the dense and structured routes
-(``Loss``). Adding a loss touches this file and its tests.
+Here live the row-block loops the fused kernels call by address
+(``rows_loop``) or inline (``loss_outputs``) and the numpy twins of the dense
+and structured routes (``Loss``). Adding a loss touches this file and its tests.
 """
 
 from __future__ import annotations
@@ -181,20 +181,6 @@ def rows_loop(loss: int) -> Any:
     return {SOFTMAX_CROSS_ENTROPY: softmax_cross_entropy_rows,
             BINARY_CROSS_ENTROPY: binary_cross_entropy_rows,
             SQUARED_ERROR: squared_error_rows}[loss]
-
-
-@inline
-def loss_rows(loss: int, ZT: np.ndarray, Y: np.ndarray, w: np.ndarray, with_grad: bool,
-              denom: float, rows: np.ndarray) -> float:
-    """The loss with kernel code ``loss`` (a constant of the calling kernel: only that
-    loss is compiled) of the block of logits ZT (m, B) against Y (B, m):
-    ``sum_r w_r l_r``; with ``with_grad``, ZT ends as the gradient in the logits
-    (transposed)."""
-    if loss == BINARY_CROSS_ENTROPY:
-        return binary_cross_entropy_rows(ZT, Y, w, with_grad, denom, rows)
-    if loss == SQUARED_ERROR:
-        return squared_error_rows(ZT, Y, w, with_grad, denom, rows)
-    return softmax_cross_entropy_rows(ZT, Y, w, with_grad, denom, rows)
 
 
 @kernel(helper=True)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fastjac import _jit, activations, fused, losses
+from fastjac import _jit, fused
 
 if TYPE_CHECKING:
     from fastjac.mlp import MLP
@@ -54,10 +54,11 @@ def _pattern(fn: Any) -> str:
     return f"{module}.{fn.py_func.__qualname__.replace('<locals>', 'locals')}-*"
 
 
-def _line_patterns(mode: int) -> list[str]:
+def _line_patterns(mode: int, loss: int) -> list[str]:
     """The line search's kernels and the loops they call but a gradient does not."""
-    return [_pattern(fn) for fn in (fused.line_products, fused.kernels(mode, 0).line_rows,
-                                    fused.output_layer_T, activations.line_loop(mode))]
+    loops = [fn for i, (_, fn) in enumerate(fused.line_loops(mode, loss)) if i != fused.LINE_LOSS_FN]
+    return [_pattern(fn) for fn in (fused.line_products, fused.kernels(mode, loss).line_rows,
+                                    *loops)]
 
 
 def _cached(cache_dir: Path, pattern: str) -> bool:
@@ -141,9 +142,9 @@ def _spawn(task: Sequence[str], patterns: Sequence[str]) -> Pending | None:
     return Pending(proc, private, patterns)
 
 
-def _far_loops(loss: int) -> list[tuple[Any, Any]]:
-    """The loops the helper compiles for a first gradient: ``(signature, function)``."""
-    return [(losses.ROWS, losses.rows_loop(loss)), (fused.OUTPUT_LAYER, fused.output_layer)]
+# Which of ``fused.gradient_loops`` the helper compiles for a first gradient (this process
+# compiles the others while it compiles the kernel)
+_IN_HELPER = (fused.LOSS_FN, fused.OUTPUT_FN)
 
 
 def loop_addresses(mode: int, loss: int, dtype: np.dtype,
@@ -151,15 +152,17 @@ def loop_addresses(mode: int, loss: int, dtype: np.dtype,
     """``fused.helper_addresses(mode, loss, dtype)``; on a cold cache, the loss's loop and
     the output layer compile in a helper process while this one runs ``meanwhile``
     (compiling the kernel that calls them) and compiles the other two loops."""
+    loops = fused.gradient_loops(mode, loss)
     pending = None
     if np.dtype(dtype) in (np.float32, np.float64):
-        pending = _spawn(["loops", str(int(loss)), np.dtype(dtype).name],
-                         [_pattern(fn) for _, fn in _far_loops(loss)])
+        pending = _spawn(["loops", str(int(mode)), str(int(loss)), np.dtype(dtype).name],
+                         [_pattern(loops[i][1]) for i in _IN_HELPER])
     if pending is not None:
         try:
             meanwhile()
-            activations.ROWS.address(activations.rows_loop(mode), dtype)
-            fused.BACKWARD_OUTPUT.address(fused.backward_output, dtype)
+            for i, (native, fn) in enumerate(loops):
+                if i not in _IN_HELPER:
+                    native.address(fn, dtype)
         finally:  # the helper is waited for (and its directory removed) in any case
             pending.finish()
     return fused.helper_addresses(mode, loss, dtype)
@@ -170,7 +173,7 @@ def line_kernels(net: MLP, X: np.ndarray) -> Pending | None:
     the line search on X will use ``fused.LineLoss``, float64, and no line-search
     kernel is cached yet. None otherwise (or if the process cannot start)."""
     X = np.asarray(X)
-    patterns = _line_patterns(net._mode)
+    patterns = _line_patterns(net._mode, net._loss)
     if (X.dtype != np.float64 or not fused.precompute_line(X.shape[0], net.sizes)
             or any(_cached(Path(_jit.CACHE_DIR), p) for p in patterns)):
         return None
@@ -181,8 +184,10 @@ def line_kernels(net: MLP, X: np.ndarray) -> Pending | None:
 def _helper(argv: list[str]) -> None:
     """The helper process: compiles (and caches) the kernels of task ``argv[0]``."""
     if argv[0] == "loops":
-        for native, fn in _far_loops(int(argv[1])):
-            native.address(fn, np.dtype(argv[2]))
+        loops = fused.gradient_loops(int(argv[1]), int(argv[2]))
+        for i in _IN_HELPER:
+            native, fn = loops[i]
+            native.address(fn, np.dtype(argv[3]))
         return
     from fastjac.linesearch import LineSearchError
     from fastjac.mlp import MLP

@@ -71,7 +71,7 @@ def test_helper_fills_the_shared_cache_for_the_next_line_search(shared, rng):
     assert pending is not None
     assert pending.finish()
     assert not os.path.exists(pending.private)
-    assert all(precompile._cached(shared, p) for p in precompile._line_patterns(net._mode))
+    assert all(precompile._cached(shared, p) for p in precompile._line_patterns(net._mode, net._loss))
     # nothing left half-written
     assert not list(shared.rglob("*.part"))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(shared.parent))
@@ -137,7 +137,7 @@ def test_one_helper_process_at_a_time(shared, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     running = precompile.Pending(proc, str(private), [])
     try:
-        assert precompile._spawn(["loops", "0", "float64"], ["*"]) is None
+        assert precompile._spawn(["loops", "0", "0", "float64"], ["*"]) is None
     finally:
         proc.kill()
         running.finish()
@@ -148,7 +148,7 @@ def test_no_helper_when_turned_off_not_python_or_one_cpu(shared, monkeypatch):
     """No helper where helpers are off, the interpreter is embedded or one CPU is free (the
     loop helper test above shows one starting otherwise)."""
     def spawned():
-        return precompile._spawn(["loops", "0", "float64"], ["*"])
+        return precompile._spawn(["loops", "0", "0", "float64"], ["*"])
 
     with monkeypatch.context() as m:
         m.setenv("FASTJAC_PRECOMPILE", "0")
