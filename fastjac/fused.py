@@ -591,6 +591,8 @@ def run_chunks(fn: Callable[[int], R], nchunks: int, threaded: bool = True,
     for it when a chunk's GEMMs are large enough for BLAS to thread them,
     whose rounding can depend on its thread count).
     """
+    if not one_blas_thread and (nchunks == 1 or not threaded):
+        return [fn(c) for c in range(nchunks)]
     with blas.single_threaded() if one_blas_thread else contextlib.nullcontext():
         if nchunks == 1 or not threaded or not _BUSY.acquire(blocking=False):
             return [fn(c) for c in range(nchunks)]
@@ -691,6 +693,9 @@ class NetworkPass:
         products = layer_products(sizes)
         self.threaded = N * sum(products) >= THREAD_MIN_ELEMENTS
         self.one_blas_thread = one_blas_thread(self.nchunks, self.block, products)
+        self.bounds = [(c * N // self.nchunks, (c + 1) * N // self.nchunks)
+                       for c in range(self.nchunks)]
+        self._fns: dict[tuple[Any, np.dtype], NDArray[np.int64]] = {}  # by kernel and dtype
 
     def helpers(self, dtype: np.dtype) -> NDArray[np.int64]:
         """The kernels' ``fns`` for this network and ``dtype`` (``helper_addresses``)."""
@@ -714,18 +719,19 @@ class NetworkPass:
         wc = none1 if w is None else w
         cls = _NO_INT if classes is None else classes
         rows_pass = self.outputs_pass if outputs else self.rows_pass
-        offs, sizes, acts = self.offs, self.sizes, self.acts
-        block, hoffs = self.block, self.hoffs
-
-        def args(c: int, fns: NDArray[np.int64]) -> tuple[Any, ...]:
-            return (X, Yc, wc, theta, offs, sizes, acts, c * N // nchunks, (c + 1) * N // nchunks,
-                    block, hoffs, work[c], G[c] if with_grad else none1, with_grad, denom, out,
-                    cls, fns)
-
-        fns = first_helper_addresses(self.mode, self.loss, rows_pass, args(0, _NO_FNS))
+        head = (X, Yc, wc, theta, self.offs, self.sizes, self.acts)
+        fns = self._fns.get((rows_pass, dtype))
+        if fns is None:  # the first call of this kernel and dtype: compiles, or loads the cache
+            fns = self._fns[rows_pass, dtype] = first_helper_addresses(
+                self.mode, self.loss, rows_pass,
+                head + (0, N, self.block, self.hoffs, work[0], G[0] if with_grad else none1,
+                        with_grad, denom, out, cls, _NO_FNS))
+        tail = (with_grad, denom, out, cls, fns)
+        calls = [head + (lo, hi, self.block, self.hoffs, work[c], G[c] if with_grad else none1)
+                 + tail for c, (lo, hi) in enumerate(self.bounds)]
 
         def chunk(c: int) -> float:
-            return rows_pass(*args(c, fns))
+            return rows_pass(*calls[c])
 
         losses = run_chunks(chunk, nchunks, self.threaded, self.one_blas_thread)
         total = losses[0]

@@ -238,7 +238,7 @@ class MLP:
         views = self._views
 
         def args(params: Params) -> _Args:
-            key = tuple((p.shape, p.dtype) if type(p) is np.ndarray else None for p in params)
+            key = tuple([(p.shape, p.dtype) if type(p) is np.ndarray else None for p in params])
             dtype = checked.get(key)
             if dtype is None:
                 dtype = np.result_type(base, *self._blocks(params))
@@ -294,8 +294,10 @@ class MLP:
             predicted = np.empty(Xc.shape[0], dtype=np.int64) if classes else None
             total, g, _ = run(Xc, Yc, wc, theta, with_grad=True, denom=denom, classes=predicted)
             assert g is not None
-            self._add_penalty_gradient(theta, g, denom)
-            loss = float(total / denom) + self.penalty(theta, denom)
+            loss = float(total / denom)
+            if self.alpha:
+                self._add_penalty_gradient(theta, g, denom)
+                loss += self.penalty(theta, denom)
             return (loss, self.unpack(g), predicted) if classes else (loss, self.unpack(g))
 
         return fg

@@ -247,7 +247,7 @@ def _closure(X: ArrayLike, Y: ArrayLike, make: Callable[[MLP], Any]) -> Callable
     made: dict[tuple[tuple[int, ...], ...], Any] = {}
 
     def call(var: Sequence[ArrayLike], *rest: Any, **kw: Any) -> Any:
-        key = tuple(v.shape if type(v) is np.ndarray else np.shape(v) for v in var)
+        key = tuple([v.shape if type(v) is np.ndarray else np.shape(v) for v in var])
         fn = made.get(key)
         if fn is None:
             _network_args(X, Y, var)
