@@ -250,19 +250,18 @@ def line_addresses(mode: int, loss: int, dtype: Any) -> NDArray[np.int64]:
     return _addresses(line_loops, mode, loss, dtype)
 
 
-def first_helper_addresses(mode: int, loss: int, kernel: Any, args: Sequence[Any]
-                           ) -> NDArray[np.int64]:
-    """``helper_addresses`` for a call of ``kernel`` with ``args`` (``fns`` last). The first
-    time in a process, if the kernel is not compiled for them yet, it is compiled here
-    while, on a cold cache, a helper process compiles the loss's loop and the output layer
-    (``precompile.loop_addresses``)."""
-    dtype = np.dtype(args[0].dtype)
+def first_helper_addresses(mode: int, loss: int, dtype: np.dtype, kernel: Any,
+                           args: Callable[[], Sequence[Any]]) -> NDArray[np.int64]:
+    """``helper_addresses`` for a call of ``kernel`` with ``args()`` (``fns`` last; built
+    only the first time). The first time in a process, if the kernel is not compiled for
+    them yet, it is compiled here while, on a cold cache, a helper process compiles the
+    loss's loop and the output layer (``precompile.loop_addresses``)."""
     fns = _ADDRESSES.get((gradient_loops, mode, loss, dtype))
     if fns is not None:
         return fns
     from fastjac import precompile  # it imports this module
 
-    sig = tuple(numba.typeof(a) for a in args)
+    sig = tuple(numba.typeof(a) for a in args())
     if sig in kernel.overloads:
         return helper_addresses(mode, loss, dtype)
     return precompile.loop_addresses(mode, loss, dtype, lambda: kernel.compile(sig))
@@ -591,10 +590,11 @@ def run_chunks(fn: Callable[[int], R], nchunks: int, threaded: bool = True,
     for it when a chunk's GEMMs are large enough for BLAS to thread them,
     whose rounding can depend on its thread count).
     """
-    if not one_blas_thread and (nchunks == 1 or not threaded):
+    serial = nchunks == 1 or not threaded
+    if serial and not one_blas_thread:
         return [fn(c) for c in range(nchunks)]
     with blas.single_threaded() if one_blas_thread else contextlib.nullcontext():
-        if nchunks == 1 or not threaded or not _BUSY.acquire(blocking=False):
+        if serial or not _BUSY.acquire(blocking=False):
             return [fn(c) for c in range(nchunks)]
         try:
             while len(_WORKERS) < nchunks - 1:
@@ -695,7 +695,6 @@ class NetworkPass:
         self.one_blas_thread = one_blas_thread(self.nchunks, self.block, products)
         self.bounds = [(c * N // self.nchunks, (c + 1) * N // self.nchunks)
                        for c in range(self.nchunks)]
-        self._fns: dict[tuple[Any, np.dtype], NDArray[np.int64]] = {}  # by kernel and dtype
 
     def helpers(self, dtype: np.dtype) -> NDArray[np.int64]:
         """The kernels' ``fns`` for this network and ``dtype`` (``helper_addresses``)."""
@@ -720,15 +719,14 @@ class NetworkPass:
         cls = _NO_INT if classes is None else classes
         rows_pass = self.outputs_pass if outputs else self.rows_pass
         head = (X, Yc, wc, theta, self.offs, self.sizes, self.acts)
-        fns = self._fns.get((rows_pass, dtype))
-        if fns is None:  # the first call of this kernel and dtype: compiles, or loads the cache
-            fns = self._fns[rows_pass, dtype] = first_helper_addresses(
-                self.mode, self.loss, rows_pass,
-                head + (0, N, self.block, self.hoffs, work[0], G[0] if with_grad else none1,
-                        with_grad, denom, out, cls, _NO_FNS))
-        tail = (with_grad, denom, out, cls, fns)
-        calls = [head + (lo, hi, self.block, self.hoffs, work[c], G[c] if with_grad else none1)
-                 + tail for c, (lo, hi) in enumerate(self.bounds)]
+
+        def args(c: int, lo: int, hi: int, fns: NDArray[np.int64]) -> tuple[Any, ...]:
+            return head + (lo, hi, self.block, self.hoffs, work[c],
+                           G[c] if with_grad else none1, with_grad, denom, out, cls, fns)
+
+        fns = first_helper_addresses(self.mode, self.loss, dtype, rows_pass,
+                                     lambda: args(0, 0, N, _NO_FNS))
+        calls = [args(c, lo, hi, fns) for c, (lo, hi) in enumerate(self.bounds)]
 
         def chunk(c: int) -> float:
             return rows_pass(*calls[c])

@@ -294,10 +294,8 @@ class MLP:
             predicted = np.empty(Xc.shape[0], dtype=np.int64) if classes else None
             total, g, _ = run(Xc, Yc, wc, theta, with_grad=True, denom=denom, classes=predicted)
             assert g is not None
-            loss = float(total / denom)
-            if self.alpha:
-                self._add_penalty_gradient(theta, g, denom)
-                loss += self.penalty(theta, denom)
+            self._add_penalty_gradient(theta, g, denom)
+            loss = float(total / denom) + self.penalty(theta, denom)
             return (loss, self.unpack(g), predicted) if classes else (loss, self.unpack(g))
 
         return fg

@@ -17,8 +17,9 @@ activation, every loss).
 the argument types for the kernels' float type ``f``. In a kernel,
 ``H.call(address, (args...))`` checks the call's argument types against the
 spec when the kernel compiles (a ``TypingError``, never a call with the wrong
-types; a read-only array may stand for a writable one the helper only reads). In Python, ``H.address(fn, dtype)`` compiles ``fn`` for exactly that
-spec and gives its entry point, which lives as long as ``fn``'s dispatcher.
+types; a read-only array may stand for a writable one the helper only reads).
+In Python, ``H.address(fn, dtype)`` compiles ``fn`` for exactly that spec and
+gives its entry point, which lives as long as ``fn``'s dispatcher.
 """
 
 from __future__ import annotations
