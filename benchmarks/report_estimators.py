@@ -34,7 +34,10 @@ Method
 * Agreement: every fit's ``n_iter_`` and ``loss_`` are recorded; every fit,
   of either estimator in either configuration, must have scikit-learn's
   ``n_iter_`` and its ``loss_`` within 1e-8 relative, else the verdict is
-  **missed** whatever the time.
+  **missed** whatever the time. Where they differ, a control shows how far
+  rounding alone moves the path: scikit-learn's own fit (one thread) with
+  one input value moved by one ulp (``X[0, 0]`` to the next float64 up),
+  its ``loss_`` against the unperturbed one.
 * Loss evaluations: ``res.nfev`` of each fit's ``scipy.optimize.minimize``
   call (both estimators call it through the module attribute, which this
   script wraps with a pass-through that records ``nfev``; cost: one Python
@@ -242,6 +245,9 @@ def compare(name, case, nfev):
     # every fit of one configuration must be the same run; and all must agree
     deterministic = all(len(t["n_iter"]) == 1 and len(t["loss"]) == 1 for t in times.values())
     same_iter = len({f["n_iter"] for t in times.values() for f in t["fits"]}) == 1
+    ulp_rel = None
+    if not (same_iter and rel <= REL_TOL):
+        ulp_rel = one_ulp_control(makers[SK1], X, y, sk_loss, nfev)
     return {"description": desc, "hidden_layer_sizes": list(hidden), "max_iter": case["max_iter"],
             "tol": case["tol"], "alpha": 1e-4, "goal": case["goal"], "times": times,
             "sklearn_best": best_sk, "fastjac_best": best_fj,
@@ -251,7 +257,19 @@ def compare(name, case, nfev):
             "loss_rel_diff": rel,
             "same_n_iter": same_iter, "deterministic": deterministic,
             "agree": bool(same_iter and rel <= REL_TOL and deterministic),
+            "sklearn_one_ulp_rel_diff": ulp_rel,
             "others_cpu_share": others.share()}
+
+
+def one_ulp_control(make, X, y, loss, nfev):
+    """Relative change of scikit-learn's ``loss_`` when ``X[0, 0]`` moves one ulp up: how far
+    rounding alone moves its own path (the agreement check's control)."""
+    import numpy as np
+
+    X = np.array(X, dtype=np.float64)
+    X[0, 0] = np.nextafter(X[0, 0], np.inf)
+    moved = fit_once(make, X, y, nfev)["loss"]
+    return abs(moved - loss) / max(abs(loss), 1e-300)
 
 
 def other_solvers(case, nfev, lbfgs):
@@ -355,7 +373,10 @@ def write_markdown(path, results, opts):
                      f"n_iter_ {'equal' if r['same_n_iter'] else '**differs**'}, "
                      f"loss_ largest relative difference {r['loss_rel_diff']:.1e} "
                      f"({'≤' if r['loss_rel_diff'] <= REL_TOL else '**>**'} {REL_TOL:g}); "
-                     f"every round's fit {'identical' if r['deterministic'] else '**not identical**'}")
+                     f"every round's fit {'identical' if r['deterministic'] else '**not identical**'}"
+                     + ("" if r.get("sklearn_one_ulp_rel_diff") is None else
+                        f"; control: scikit-learn's own loss_ moves by "
+                        f"{r['sklearn_one_ulp_rel_diff']:.1e} when X[0, 0] moves one ulp"))
     so = results.get("solvers")
     if so:
         lines += ["", f"## fastjac's other solvers ({so['description']}, information)", "",
