@@ -109,6 +109,7 @@ class MLP:
         self._views = [(int(self._offs[i]), int(self._offs[i + 1]),
                         (widths[i // 2], widths[i // 2 + 1]) if i % 2 == 0 else (widths[i // 2 + 1],))
                        for i in range(2 * (len(widths) - 1))]
+        self._weights = [slice(a, b) for a, b, _ in self._views[0::2]]  # W_l in the flat layout
 
     # ---------------------------------------------------------------- description
 
@@ -265,19 +266,30 @@ class MLP:
         if self.alpha == 0:
             return 0.0
         total = 0.0
-        for l in range(self.n_layers):
-            Wl = theta[self._offs[2 * l]:self._offs[2 * l + 1]]
+        for s in self._weights:
+            Wl = theta[s]
             total += float(np.dot(Wl, Wl))
         return 0.5 * self.alpha * total / denom
 
     def _add_penalty_gradient(self, theta: np.ndarray, g: np.ndarray, denom: float) -> None:
         if self.alpha == 0:
             return
-        for l in range(self.n_layers):
-            s = slice(self._offs[2 * l], self._offs[2 * l + 1])
-            g[s] += (self.alpha / denom) * theta[s]
+        c = self.alpha / denom
+        for s in self._weights:
+            g[s] += c * theta[s]
 
     # ---------------------------------------------------------------- the fused route
+
+    def _fused_loss_and_gradient(self, a: _Args, theta: np.ndarray,
+                                 classes: NDArray[np.int64] | None = None
+                                 ) -> tuple[float, np.ndarray]:
+        """``(loss, g)`` at flat parameters ``theta`` (``pack``'s layout, ``a.X``'s dtype,
+        contiguous; not checked): one fused pass over ``a``'s rows plus the L2 penalty;
+        g flat as theta."""
+        total, g, _ = a.run(a.X, a.Y, a.w, theta, with_grad=True, denom=a.denom, classes=classes)
+        assert g is not None
+        self._add_penalty_gradient(theta, g, a.denom)
+        return float(total / a.denom) + self.penalty(theta, a.denom), g
 
     def loss_and_gradient_closure(self, X: ArrayLike, Y: ArrayLike, *,
                                   sample_weight: ArrayLike | None = None,
@@ -290,12 +302,9 @@ class MLP:
         args = self._prepared(X, Y, sample_weight)
 
         def fg(params: Params) -> Any:
-            Xc, Yc, wc, theta, denom, run = args(params)
-            predicted = np.empty(Xc.shape[0], dtype=np.int64) if classes else None
-            total, g, _ = run(Xc, Yc, wc, theta, with_grad=True, denom=denom, classes=predicted)
-            assert g is not None
-            self._add_penalty_gradient(theta, g, denom)
-            loss = float(total / denom) + self.penalty(theta, denom)
+            a = args(params)
+            predicted = np.empty(a.X.shape[0], dtype=np.int64) if classes else None
+            loss, g = self._fused_loss_and_gradient(a, a.theta, predicted)
             return (loss, self.unpack(g), predicted) if classes else (loss, self.unpack(g))
 
         return fg

@@ -110,6 +110,10 @@ class _Layout:
         self.size = int(ends[-1])
         L = len(coefs)
         self.order = [i for l in range(L) for i in (l, L + l)]  # fastjac's block i is ours order[i]
+        # each block's (fastjac's slice, scikit-learn's slice); fastjac's layout is MLP.pack's
+        starts = np.cumsum([0] + [self.slices[i].stop - self.slices[i].start for i in self.order])
+        self.pairs = [(slice(int(a), int(b)), self.slices[i])
+                      for a, b, i in zip(starts[:-1], starts[1:], self.order)]
 
     def pack(self, blocks: Sequence[np.ndarray]) -> NDArray[np.float64]:
         """fastjac-ordered blocks to one float64 vector in scikit-learn's order."""
@@ -310,17 +314,27 @@ class _BaseMLP(BaseEstimator):
 
     def _fit_lbfgs(self, net: MLP, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None,
                    blocks: Blocks) -> Blocks:
-        """L-BFGS-B as scikit-learn runs it, on the fused loss and gradient."""
-        fg = net.loss_and_gradient_closure(X, Y, sample_weight=w)
+        """L-BFGS-B as scikit-learn runs it, on the fused loss and gradient. Its vector is in
+        scikit-learn's order (``_Layout``), so that its rounding is scikit-learn's; each
+        evaluation copies it block by block into fastjac's flat layout and the gradient
+        back (no blocks reshaped and checked per call)."""
+        prepared = net._prepared(X, Y, w)(blocks)  # the data in X's dtype, checked once
         layout = _Layout(net.sizes)
         dtype = X.dtype
         nc = layout.n_coefs
         report = self._reported(net, float(X.shape[0] if w is None else w.sum()))
         n_rows = X.shape[0]
+        pairs = layout.pairs
 
         def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-            loss, grads = fg(layout.unpack(x, dtype))
-            return loss, layout.pack(grads)
+            theta = np.empty(layout.size, dtype=dtype)
+            for fj, sk in pairs:
+                theta[fj] = x[sk]
+            loss, g = net._fused_loss_and_gradient(prepared, theta)
+            out = np.empty(layout.size)
+            for fj, sk in pairs:
+                out[sk] = g[fj]
+            return loss, out
 
         def callback(intermediate_result: scipy.optimize.OptimizeResult) -> None:
             x = intermediate_result.x
