@@ -140,7 +140,7 @@ class NfevRecorder:
 
     def __init__(self):
         self.original = scipy.optimize.minimize
-        self.last = None
+        self.last = (None, None)
 
     def __enter__(self):
         original = self.original
@@ -166,7 +166,7 @@ class NfevRecorder:
         scipy.optimize.minimize = self.original
 
     def pop(self):
-        out, self.last = (None, None) if self.last is None else self.last, None
+        out, self.last = self.last, (None, None)
         return out
 
 
@@ -342,8 +342,8 @@ def verdict_of(r, quick):
 
 
 def objective_ratio(r):
-    """``", of which ..."``: the ratio of the time in the objective alone, and the time outside
-    it, for the two configurations the verdict compares."""
+    """``" (in the objective alone ...)"``: the ratio of the times in the objective alone, and
+    the times outside it, of the two configurations the verdict compares ("" without them)."""
     fj, sk = r["times"][r["fastjac_best"]], r["times"][r["sklearn_best"]]
     if "objective_median_s" not in fj or "objective_median_s" not in sk:
         return ""

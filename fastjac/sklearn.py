@@ -110,10 +110,6 @@ class _Layout:
         self.size = int(ends[-1])
         L = len(coefs)
         self.order = [i for l in range(L) for i in (l, L + l)]  # fastjac's block i is ours order[i]
-        # each block's (fastjac's slice, scikit-learn's slice); fastjac's layout is MLP.pack's
-        starts = np.cumsum([0] + [self.slices[i].stop - self.slices[i].start for i in self.order])
-        self.pairs = [(slice(int(a), int(b)), self.slices[i])
-                      for a, b, i in zip(starts[:-1], starts[1:], self.order)]
 
     def pack(self, blocks: Sequence[np.ndarray]) -> NDArray[np.float64]:
         """fastjac-ordered blocks to one float64 vector in scikit-learn's order."""
@@ -318,16 +314,18 @@ class _BaseMLP(BaseEstimator):
         scikit-learn's order (``_Layout``), so that its rounding is scikit-learn's; each
         evaluation copies it block by block into fastjac's flat layout and the gradient
         back (no blocks reshaped and checked per call)."""
-        prepared = net._prepared(X, Y, w)(blocks)  # the data in X's dtype, checked once
+        # the data in X's dtype and a flat parameter buffer, checked and made once
+        prepared = net._prepared(X, Y, w)(blocks)
         layout = _Layout(net.sizes)
         dtype = X.dtype
         nc = layout.n_coefs
         report = self._reported(net, float(X.shape[0] if w is None else w.sum()))
         n_rows = X.shape[0]
-        pairs = layout.pairs
+        # each block's (fastjac's slice, scikit-learn's slice)
+        pairs = [(slice(a, b), layout.slices[i]) for (a, b, _), i in zip(net._views, layout.order)]
+        theta = prepared.theta
 
         def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-            theta = np.empty(layout.size, dtype=dtype)
             for fj, sk in pairs:
                 theta[fj] = x[sk]
             loss, g = net._fused_loss_and_gradient(prepared, theta)
